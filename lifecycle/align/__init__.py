@@ -1,0 +1,1 @@
+"""Alignment stages (DPO; more methods later)."""

@@ -1,0 +1,192 @@
+"""Artifacts: a directory plus `manifest.json`, written atomically and verified on load.
+
+    with write_artifact("out/sft", format="adapter", parent=base, stage="sft", options=cfg) as tmp:
+        model.save_pretrained(tmp)          # write files into tmp
+    art = Artifact.load("out/sft")          # refuses a missing file or a sha256 mismatch
+
+The manifest holds `format`, `parent` (path and sha256 of the manifest it was made from), `created_by`
+(stage, options, code version), `files` (relative path -> sha256) and `metrics`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from lifecycle.errors import UserError
+
+MANIFEST = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _hash_tree(root: Path) -> dict[str, str]:
+    files = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            files[p.relative_to(root).as_posix()] = sha256_file(p)
+    return files
+
+
+def code_version() -> str:
+    from lifecycle import __version__
+
+    return __version__
+
+
+@dataclass
+class Artifact:
+    """A verified artifact directory. Construct with `Artifact.load`."""
+
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def format(self) -> str:
+        return self.manifest["format"]
+
+    @property
+    def name(self) -> str:
+        return self.manifest.get("name") or self.path.name
+
+    @property
+    def parent(self) -> dict | None:
+        return self.manifest.get("parent")
+
+    @property
+    def created_by(self) -> dict:
+        return self.manifest.get("created_by", {})
+
+    @property
+    def files(self) -> dict[str, str]:
+        return self.manifest.get("files", {})
+
+    @property
+    def metrics(self) -> dict:
+        return self.manifest.get("metrics", {})
+
+    @property
+    def manifest_sha256(self) -> str:
+        return sha256_file(self.path / MANIFEST)
+
+    def size_bytes(self) -> int:
+        return sum((self.path / rel).stat().st_size for rel in self.files)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, verify: bool = True) -> "Artifact":
+        """Read the manifest; with `verify`, check every listed file's sha256 (one clear error if not)."""
+        root = Path(path).expanduser()
+        mpath = root / MANIFEST
+        if not mpath.is_file():
+            raise UserError(f"{root} is not an artifact: no {MANIFEST} (make one with a lifecycle stage)")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except json.JSONDecodeError as e:
+            raise UserError(f"{mpath} is not valid JSON ({e.msg} at line {e.lineno})") from None
+        for key in ("format", "files"):
+            if key not in manifest:
+                raise UserError(f"{mpath} has no '{key}' field; the artifact is incomplete")
+        art = cls(root.resolve(), manifest)
+        if verify:
+            art.verify()
+        return art
+
+    def verify(self) -> None:
+        """Refuse the artifact if any listed file is missing or its sha256 differs."""
+        for rel, digest in self.files.items():
+            p = self.path / rel
+            if not p.is_file():
+                raise UserError(f"artifact {self.path}: file '{rel}' listed in the manifest is missing")
+            actual = sha256_file(p)
+            if actual != digest:
+                raise UserError(
+                    f"artifact {self.path}: sha256 mismatch for '{rel}' "
+                    f"(manifest {digest[:12]}…, file {actual[:12]}…); the file was changed or corrupted"
+                )
+
+    def update_metrics(self, metrics: dict) -> None:
+        """Merge metrics into the manifest in place (atomic rename of the manifest file)."""
+        self.manifest.setdefault("metrics", {}).update(metrics)
+        _write_json_atomic(self.path / MANIFEST, self.manifest)
+
+
+def parent_ref(parent: Artifact | None) -> dict | None:
+    if parent is None:
+        return None
+    return {"path": str(parent.path), "sha256": parent.manifest_sha256, "format": parent.format}
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=False, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def write_artifact(
+    dest: str | os.PathLike,
+    *,
+    format: str,
+    stage: str,
+    parent: Artifact | None = None,
+    options: dict | None = None,
+    metrics: dict | None = None,
+    extra: dict | None = None,
+    overwrite: bool = False,
+) -> Iterator[Path]:
+    """Yield a temp dir beside `dest`; on success hash its files, write the manifest, rename into place.
+
+    On an exception the temp dir is removed and `dest` is untouched. Metrics may be added to the yielded
+    dict-holder after the files are written: pass a dict as `metrics` and mutate it inside the block.
+    """
+    dest = Path(dest).expanduser().resolve()
+    if dest.exists() and not overwrite:
+        raise UserError(f"{dest} already exists; choose another --output or pass --overwrite")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
+    try:
+        yield tmp
+        manifest = {
+            "schema": SCHEMA_VERSION,
+            "name": dest.name,
+            "format": format,
+            "parent": parent_ref(parent),
+            "created_by": {
+                "stage": stage,
+                "options": options or {},
+                "code_version": code_version(),
+                "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+            "files": _hash_tree(tmp),
+            "metrics": metrics or {},
+        }
+        if extra:
+            manifest.update(extra)
+        _write_json_atomic(tmp / MANIFEST, manifest)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            os.replace(dest, old)
+            os.replace(tmp, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

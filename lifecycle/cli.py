@@ -1,0 +1,248 @@
+"""The `lifecycle` command line. Commands are thin: they build a config and call a stage's `run`.
+
+Heavy libraries are imported inside command bodies so that `lifecycle --help` imports no torch,
+transformers or ray. A UserError is printed as one line (`error: ...`) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lifecycle.errors import UserError
+
+app = typer.Typer(
+    name="lifecycle",
+    help="Train, align, merge, evaluate and ship a language model. "
+         "Start with `lifecycle ship` (the built-in default) or `lifecycle models`.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Data preparation: synthetic builders (more in later releases).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with config fields")]
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config field: key=value (repeatable)")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="artifact directory to write (default: the local store)")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace an existing output directory")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="built-in name, store name or artifact path")]
+
+
+def _epilog(cls_path: str) -> str:
+    """Field help for a config class, read without importing the stage's heavy code."""
+    import importlib
+
+    from lifecycle.config import describe
+
+    module, name = cls_path.split(":")
+    return describe(getattr(importlib.import_module(module), name))
+
+
+def _run_stage(stage: str, cls, run, config: Optional[Path], sets: Optional[list[str]], overrides: dict,
+               output: Optional[Path], overwrite: bool) -> Path:
+    from lifecycle.config import build
+    from lifecycle.models import default_output
+
+    cfg = build(cls, config, overrides, sets)
+    out = Path(output or getattr(cfg, "output", "") or default_output(stage))
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --output or pass --overwrite")
+    if overwrite and out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    path = run(cfg, out)
+    _print_artifact(path)
+    return path
+
+
+def _print_artifact(path: Path) -> None:
+    from rich.console import Console
+
+    from lifecycle.artifact import Artifact
+
+    art = Artifact.load(path, verify=False)
+    shown = {k: v for k, v in art.metrics.items() if isinstance(v, (int, float, str))}
+    Console().print(f"[green]wrote[/green] {art.format} artifact {path}")
+    if shown:
+        Console().print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
+
+
+@app.command(epilog=_epilog("lifecycle.train.pretrain:PretrainConfig"))
+def pretrain(
+    preset: Annotated[Optional[str], typer.Option(help="model shape: tiny-arith or micro")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+    config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
+) -> None:
+    """Pretrain a tiny Llama model from scratch on synthetic arithmetic (the built-in base)."""
+    from lifecycle.train import pretrain as stage
+
+    _run_stage("pretrain", stage.PretrainConfig, stage.run, config, set,
+               {"preset": preset, "max_steps": max_steps}, output, overwrite)
+
+
+@app.command(epilog=_epilog("lifecycle.train.sft:SFTConfig"))
+def sft(
+    model: ModelOpt = None,
+    data: Annotated[Optional[str], typer.Option(help="builtin:sft, a .jsonl of {'messages': [...]}, or a dataset artifact")] = None,
+    method: Annotated[Optional[str], typer.Option(help="lora | dora | full")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+    config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
+) -> None:
+    """Supervised fine-tuning (TRL) with LoRA, DoRA or full updates, loss on assistant tokens only."""
+    from lifecycle.train import sft as stage
+
+    _run_stage("sft", stage.SFTConfig, stage.run, config, set,
+               {"model": model, "data": data, "method": method, "max_steps": max_steps}, output, overwrite)
+
+
+@app.command(epilog=_epilog("lifecycle.align.dpo:DPOConfig"))
+def align(
+    method: Annotated[str, typer.Option(help="alignment method: dpo")] = "dpo",
+    model: ModelOpt = None,
+    data: Annotated[Optional[str], typer.Option(help="builtin:pref-style|pref-correctness|pref-mixed, or a .jsonl of prompt/chosen/rejected")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+    config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
+) -> None:
+    """Align a policy on preference pairs (TRL DPO, reference = the given policy)."""
+    if method != "dpo":
+        raise UserError(f"align method '{method}' is not available yet; use --method dpo")
+    from lifecycle.align import dpo as stage
+
+    _run_stage("dpo", stage.DPOConfig, stage.run, config, set,
+               {"model": model, "data": data, "max_steps": max_steps}, output, overwrite)
+
+
+@app.command(epilog=_epilog("lifecycle.train.merge:MergeConfig"))
+def merge(
+    model: ModelOpt = None,
+    tolerance: Annotated[Optional[float], typer.Option(help="max abs logits difference allowed")] = None,
+    config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
+) -> None:
+    """Merge an adapter into its base: an `hf` checkpoint, refused unless logits match (max abs diff)."""
+    from lifecycle.train import merge as stage
+
+    _run_stage("merged", stage.MergeConfig, stage.run, config, set,
+               {"model": model, "tolerance": tolerance}, output, overwrite)
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str, typer.Argument(help="the prompt text")],
+    model: Annotated[str, typer.Option("--model", "-m", help="built-in name, store name or artifact path")] = "tiny-arith",
+    chat: Annotated[bool, typer.Option(help="wrap the prompt as a user chat message (chat template)")] = True,
+    max_tokens: Annotated[int, typer.Option(help="most tokens to generate")] = 32,
+    temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="nucleus sampling mass")] = 1.0,
+    seed: Annotated[Optional[int], typer.Option(help="sampling seed")] = None,
+    stream: Annotated[bool, typer.Option(help="print tokens as they are produced")] = True,
+) -> None:
+    """Generate from any artifact through its Engine (one prompt, streamed)."""
+    from lifecycle.engine import SamplingParams, load_engine
+
+    engine = load_engine(model, threads=1)
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+    p = [{"role": "user", "content": prompt}] if chat else prompt
+    if stream:
+        for ev in engine.stream(p, params):
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        print(engine.generate([p], params)[0].text)
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list instead of a table")] = False,
+    dir: Annotated[Optional[list[Path]], typer.Option("--dir", help="also list artifacts in this folder")] = None,
+) -> None:
+    """List built-in and local artifacts (name, format, size, parent), like `ollama list`."""
+    from lifecycle.models import human_size, list_models, store_dir
+
+    rows = list_models(dir)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("NAME", "FORMAT", "SIZE", "BUILTIN", "PARENT", "PATH", box=None)
+    for r in rows:
+        table.add_row(r["name"], r["format"], human_size(r["size"]), "yes" if r["builtin"] else "",
+                      Path(r["parent"]).name if r["parent"] else "", r["path"])
+    Console().print(table)
+    if not any(not r["builtin"] for r in rows):
+        Console().print(f"(no local artifacts yet in {store_dir()})")
+
+
+@app.command()
+def show(
+    artifact: Annotated[str, typer.Argument(help="artifact path or name")],
+) -> None:
+    """Verify an artifact's files against its manifest and print the manifest."""
+    from lifecycle.models import resolve
+
+    art = resolve(artifact)
+    manifest = dict(art.manifest)
+    manifest["files"] = f"{len(art.files)} files, all sha256 verified"
+    print(json.dumps(manifest, indent=2, default=str))
+
+
+@app.command(epilog=_epilog("lifecycle.ship:ShipConfig"))
+def ship(
+    config: ConfigOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="release directory (default: releases/<timestamp>)")] = None,
+    set: SetOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Run the release: SFT -> DPO -> merge on the built-in default (or a config), evaluate, gate, write a release.
+
+    Exits 0 when the release ships and 1 when a gate refuses it.
+    """
+    from lifecycle import ship as stage
+
+    verdict = stage.main(config, output, set, overwrite)
+    raise typer.Exit(0 if verdict == "shipped" else 1)
+
+
+@data_app.command("synth")
+def data_synth(
+    kind: Annotated[str, typer.Option(help="sft | pref-style | pref-correctness | pref-mixed | pretrain")] = "sft",
+    n: Annotated[int, typer.Option(help="number of records")] = 1000,
+    seed: Annotated[int, typer.Option(help="seed")] = 0,
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write")] = Path("data.jsonl"),
+) -> None:
+    """Write synthetic records for the built-in task as JSONL (the same data the built-in stages use)."""
+    from lifecycle.data import synth
+    from lifecycle.data.load import load_records, write_jsonl
+
+    if kind == "pretrain":
+        records = [{"text": t} for t in synth.pretrain_lines(n, seed)]
+    else:
+        records = load_records(f"builtin:{kind}", (), n=n, seed=seed)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.tmp")
+    write_jsonl(tmp, records)
+    tmp.replace(output)
+    print(f"wrote {len(records)} {kind} records to {output}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Data: synthetic builders for the built-in task, dataset loading."""

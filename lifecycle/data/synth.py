@@ -1,0 +1,169 @@
+"""Synthetic data for the built-in tiny model: arithmetic, string tasks and chat lines.
+
+Every later stage shows a measured effect on this data:
+- pretraining text teaches addition ("12+34=46"), two string tasks, and the chat markup (on string tasks
+  only, so that SFT still has to teach "answer an arithmetic question in the chat format");
+- SFT data asks arithmetic questions as chats, answered concisely or verbosely (half each), so the SFT
+  model has a measurable verbose-answer rate;
+- preference data prefers the concise answer over the verbose one (style) or the right one over a wrong
+  one (correctness), which DPO then moves.
+
+A fixed fraction of (a, b) pairs is held out from all training data and used only for evaluation.
+
+    lifecycle data synth --kind sft --n 2000 --output sft.jsonl
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from typing import Iterator
+
+MAX_OPERAND = int(__import__("os").environ.get("ARITH_MAX", 99))
+HELD_OUT_PERCENT = 10
+LETTERS = "abcdefghij"
+
+QUESTION_TEMPLATES = ["What is {a}+{b}?", "Compute {a}+{b}.", "{a}+{b}=?", "Add {a} and {b}."]
+VERBOSE_TEMPLATES = [
+    "Let me add {a} and {b}. The answer is {c}.",
+    "Adding {a} and {b} gives {c}, so the answer is {c}.",
+    "Sure! {a} plus {b} makes {c}. The answer is {c}.",
+]
+STRING_CHAT_GREETINGS = [("Hello!", "Hello! Ask me a sum."), ("Who are you?", "I am a tiny model that adds.")]
+
+
+def is_held_out(a: int, b: int) -> bool:
+    """Deterministic split by a hash of the pair: held-out pairs never appear in training data."""
+    digest = hashlib.sha256(f"{a}+{b}".encode()).digest()
+    return digest[0] % 100 < HELD_OUT_PERCENT
+
+
+def _pair(rng: random.Random, held_out: bool) -> tuple[int, int]:
+    while True:
+        a, b = rng.randint(0, MAX_OPERAND), rng.randint(0, MAX_OPERAND)
+        if is_held_out(a, b) == held_out:
+            return a, b
+
+
+def _word(rng: random.Random) -> str:
+    return "".join(rng.choice(LETTERS) for _ in range(rng.randint(2, 6)))
+
+
+def chat_text(messages: list[dict]) -> str:
+    """The chat markup the built-in template renders (kept in one place for pretraining text)."""
+    return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+
+
+def pretrain_lines(n: int, seed: int = 0) -> Iterator[str]:
+    """Lines of pretraining text; each is a short self-contained example."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.70:
+            a, b = _pair(rng, held_out=False)
+            yield f"{a}+{b}={a + b}"
+        elif r < 0.76:
+            a, b = _pair(rng, held_out=False)
+            yield f"{a} plus {b} makes {a + b}."
+        elif r < 0.84:
+            w = _word(rng)
+            yield f"reverse {w} = {w[::-1]}"
+        elif r < 0.90:
+            w = _word(rng)
+            yield f"length {w} = {len(w)}"
+        else:
+            w = _word(rng)
+            if rng.random() < 0.5:
+                q, ans = f"Reverse {w}.", w[::-1]
+            elif rng.random() < 0.6:
+                q, ans = f"How long is {w}?", str(len(w))
+            else:
+                q, ans = rng.choice(STRING_CHAT_GREETINGS)
+            yield chat_text([{"role": "user", "content": q}, {"role": "assistant", "content": ans}]).rstrip("\n")
+
+
+def question(a: int, b: int, rng: random.Random) -> str:
+    return rng.choice(QUESTION_TEMPLATES).format(a=a, b=b)
+
+
+def concise_answer(a: int, b: int) -> str:
+    return str(a + b)
+
+
+def verbose_answer(a: int, b: int, rng: random.Random) -> str:
+    return rng.choice(VERBOSE_TEMPLATES).format(a=a, b=b, c=a + b)
+
+
+def sft_records(n: int, seed: int = 0, verbose_fraction: float = 0.5) -> list[dict]:
+    """Chat records {"messages": [...]} asking sums; `verbose_fraction` of answers are wordy."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = _pair(rng, held_out=False)
+        ans = verbose_answer(a, b, rng) if rng.random() < verbose_fraction else concise_answer(a, b)
+        out.append({"messages": [{"role": "user", "content": question(a, b, rng)},
+                                 {"role": "assistant", "content": ans}]})
+    return out
+
+
+def _wrong(a: int, b: int, rng: random.Random) -> int:
+    c = a + b
+    return c + rng.choice([-11, -10, -2, -1, 1, 2, 10, 11]) if c > 11 else c + rng.randint(1, 9)
+
+
+def preference_records(n: int, seed: int = 0, kind: str = "style") -> list[dict]:
+    """Preference pairs in conversational form: {"prompt": [...], "chosen": [...], "rejected": [...]}.
+
+    kind: "style" (concise over verbose, both correct), "correctness" (right over wrong, both concise),
+    or "mixed" (half each).
+    """
+    if kind not in ("style", "correctness", "mixed"):
+        raise ValueError(f"unknown preference kind {kind!r}; use style, correctness or mixed")
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = _pair(rng, held_out=False)
+        k = kind if kind != "mixed" else ("style" if i % 2 == 0 else "correctness")
+        chosen = concise_answer(a, b)
+        rejected = verbose_answer(a, b, rng) if k == "style" else str(_wrong(a, b, rng))
+        out.append({
+            "prompt": [{"role": "user", "content": question(a, b, rng)}],
+            "chosen": [{"role": "assistant", "content": chosen}],
+            "rejected": [{"role": "assistant", "content": rejected}],
+        })
+    return out
+
+
+def eval_items(n: int, seed: int = 1234) -> list[dict]:
+    """Held-out sums: {"a", "b", "answer", "question", "raw_prompt"}; never seen in training data."""
+    rng = random.Random(seed)
+    items, seen = [], set()
+    while len(items) < n:
+        a, b = _pair(rng, held_out=True)
+        if (a, b) in seen and len(seen) < 1000:
+            continue
+        seen.add((a, b))
+        items.append({"a": a, "b": b, "answer": a + b, "question": question(a, b, rng), "raw_prompt": f"{a}+{b}="})
+    return items
+
+
+_INT = re.compile(r"-?\d+")
+
+
+def extract_answer(text: str) -> int | None:
+    """The last integer in a reply ("The answer is 46." -> 46), or None."""
+    found = _INT.findall(text)
+    return int(found[-1]) if found else None
+
+
+def is_verbose(text: str) -> bool:
+    """A reply is verbose when it holds anything besides the bare number."""
+    return _INT.fullmatch(text.strip()) is None
+
+
+def tokenizer_corpus(n: int = 20000, seed: int = 7) -> Iterator[str]:
+    """Text covering every surface form the model will see, for training the SentencePiece model."""
+    yield from pretrain_lines(n, seed)
+    for rec in sft_records(n // 4, seed):
+        yield chat_text(rec["messages"])

@@ -1,0 +1,130 @@
+"""The Engine interface: load an artifact by its format, then generate, stream and score.
+
+    engine = load_engine("runs/merged")
+    [out] = engine.generate([[{"role": "user", "content": "What is 2+3?"}]], SamplingParams(max_tokens=8))
+    for ev in engine.stream("12+34=", SamplingParams(max_tokens=4)): print(ev.text, end="")
+    [s] = engine.score([("12+34=", "46")])
+
+Engines are registered by artifact format name as "module:Class" strings, so the registry itself imports
+nothing heavy; the module is imported when an artifact of that format is loaded. Registering a name twice
+is an error. Eval, serve and bench only ever talk to this interface.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Iterator, Union
+
+from lifecycle.artifact import Artifact
+from lifecycle.errors import UserError
+
+Chat = list[dict]
+Prompt = Union[str, Chat]
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int = 64
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise UserError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        if isinstance(self.stop, str):
+            self.stop = [self.stop]
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+@dataclass
+class StreamEvent:
+    text: str
+    finish_reason: str | None = None  # set on the last event only
+    completion_tokens: int = 0
+
+
+@dataclass
+class Score:
+    logprob: float  # sum of log-probabilities of the continuation's tokens
+    num_tokens: int
+    is_greedy: bool  # every continuation token was the argmax
+
+
+class Engine(ABC):
+    """A loaded model behind one interface. Prompts are raw strings or chats (lists of role/content)."""
+
+    artifact: Artifact | None = None
+
+    @abstractmethod
+    def generate(self, prompts: list[Prompt], params: SamplingParams | None = None) -> list[Completion]:
+        ...
+
+    @abstractmethod
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[StreamEvent]:
+        ...
+
+    @abstractmethod
+    def score(self, requests: list[tuple[str, str]]) -> list[Score]:
+        """Log-likelihood of each continuation given its context (both raw text)."""
+
+    @property
+    def context_length(self) -> int:
+        return 0
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release memory; the engine is unusable afterwards."""
+
+
+# format name -> "module:Class". Format modules in quantize/ add theirs with register_engine.
+_ENGINES: dict[str, str] = {}
+
+
+def register_engine(format_name: str, target: str) -> None:
+    if format_name in _ENGINES:
+        raise ValueError(f"engine for format '{format_name}' is already registered ({_ENGINES[format_name]})")
+    if ":" not in target:
+        raise ValueError(f"engine target must be 'module:Class', got {target!r}")
+    _ENGINES[format_name] = target
+
+
+def registered_engines() -> dict[str, str]:
+    return dict(_ENGINES)
+
+
+def engine_class(format_name: str) -> type[Engine]:
+    if format_name not in _ENGINES:
+        known = ", ".join(sorted(_ENGINES)) or "none"
+        raise UserError(f"no engine for artifact format '{format_name}' (known: {known})")
+    module, cls = _ENGINES[format_name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def load_engine(artifact: Artifact | str, **options) -> Engine:
+    """Load an artifact (or a path or model name) with the engine registered for its format."""
+    if not isinstance(artifact, Artifact):
+        from lifecycle.models import resolve
+
+        artifact = resolve(artifact)
+    return engine_class(artifact.format).load(artifact, **options)
+
+
+register_engine("hf", "lifecycle.engines.hf:HFEngine")
+register_engine("adapter", "lifecycle.engines.hf:HFEngine")

@@ -1,0 +1,1 @@
+"""Engine implementations that ship with the core (transformers/torch)."""

@@ -1,0 +1,241 @@
+"""The transformers/torch engine for `hf` checkpoints and `adapter` artifacts (base + LoRA, merged in memory)."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+from lifecycle.artifact import Artifact
+from lifecycle.engine import Completion, Engine, Prompt, SamplingParams, Score, StreamEvent
+from lifecycle.errors import UserError
+
+
+class HFEngine(Engine):
+    def __init__(self, model, tokenizer, artifact: Artifact | None = None, max_batch_size: int = 32):
+        import torch
+
+        self.torch = torch
+        self.model = model.eval()
+        self.tok = tokenizer
+        self.artifact = artifact
+        self.max_batch_size = max_batch_size
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        eos = {self.tok.eos_token_id}
+        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        self.eos_ids = sorted(e for e in eos if e is not None)
+
+    @classmethod
+    def load(cls, artifact: Artifact, threads: int = 0, trust_remote_code: bool = False,
+             dtype: str = "float32", max_batch_size: int = 32) -> "HFEngine":
+        from lifecycle.train.common import load_causal_lm, setup_torch
+
+        if threads:
+            setup_torch(threads, seed=0)
+        model, tok = load_causal_lm(artifact, trust_remote_code=trust_remote_code, dtype=dtype)
+        return cls(model, tok, artifact, max_batch_size=max_batch_size)
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
+
+    # ---- prompts -------------------------------------------------------------------------------------
+    def apply_chat_template(self, messages: list[dict]) -> str:
+        if not getattr(self.tok, "chat_template", None):
+            raise UserError("this model's tokenizer has no chat template; send a raw prompt instead")
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.tok(prompt, add_special_tokens=True).input_ids
+        return self.tok(self.apply_chat_template(prompt), add_special_tokens=False).input_ids
+
+    def count_tokens(self, prompt: Prompt) -> int:
+        return len(self._encode(prompt))
+
+    def _check_length(self, ids: list[int], params: SamplingParams) -> None:
+        limit = self.context_length
+        if limit and len(ids) + params.max_tokens > limit:
+            raise UserError(f"prompt ({len(ids)} tokens) + max_tokens ({params.max_tokens}) exceeds the "
+                            f"context length {limit}")
+
+    def _gen_kwargs(self, params: SamplingParams) -> dict:
+        kw = dict(max_new_tokens=params.max_tokens, eos_token_id=self.eos_ids,
+                  pad_token_id=self.tok.pad_token_id, do_sample=params.temperature > 0)
+        if params.temperature > 0:
+            kw.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        if params.stop:
+            kw.update(stop_strings=params.stop, tokenizer=self.tok)
+        return kw
+
+    def _finish(self, new_ids: list[int], params: SamplingParams) -> tuple[str, int, str]:
+        """Cut at EOS, decode, cut at the first stop string; return (text, tokens, finish_reason)."""
+        reason = "length"
+        for i, t in enumerate(new_ids):
+            if t in self.eos_ids:
+                new_ids, reason = new_ids[: i + 1], "stop"
+                break
+        text = self.tok.decode(new_ids, skip_special_tokens=True)
+        cut = _first_stop(text, params.stop)
+        if cut is not None:
+            text, reason = text[:cut], "stop"
+        return text, len(new_ids), reason
+
+    # ---- the three operations ------------------------------------------------------------------------
+    def generate(self, prompts: list[Prompt], params: SamplingParams | None = None) -> list[Completion]:
+        params = params or SamplingParams()
+        torch = self.torch
+        encoded = [self._encode(p) for p in prompts]
+        for ids in encoded:
+            self._check_length(ids, params)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        out: list[Completion] = []
+        for start in range(0, len(encoded), self.max_batch_size):
+            batch = encoded[start: start + self.max_batch_size]
+            width = max(len(x) for x in batch)
+            pad = self.tok.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch])
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch])
+            with torch.inference_mode():
+                gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **self._gen_kwargs(params))
+            for row, ids in zip(gen, batch):
+                text, n, reason = self._finish(row[width:].tolist(), params)
+                out.append(Completion(text=text, prompt_tokens=len(ids), completion_tokens=n, finish_reason=reason))
+        return out
+
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[StreamEvent]:
+        """Yield text as tokens arrive; text that could begin a stop string is held back until resolved."""
+        params = params or SamplingParams()
+        torch = self.torch
+        ids = self._encode(prompt)
+        self._check_length(ids, params)
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        tokens: queue.Queue = queue.Queue()
+        halt = threading.Event()
+        streamer = _QueueStreamer(tokens)
+        kwargs = self._gen_kwargs(params)
+        kwargs.pop("stop_strings", None)
+        kwargs.pop("tokenizer", None)
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _Halt(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kw):
+                return torch.full((input_ids.shape[0],), halt.is_set(), dtype=torch.bool)
+
+        def run() -> None:
+            try:
+                with torch.inference_mode():
+                    self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                        streamer=streamer, stopping_criteria=StoppingCriteriaList([_Halt()]), **kwargs)
+            except BaseException as e:  # surfaced in the consumer thread below
+                tokens.put(e)
+            finally:
+                tokens.put(None)
+
+        worker = threading.Thread(target=run, daemon=True)
+        worker.start()
+        new: list[int] = []
+        sent = 0
+        reason, stopped_by_string = "length", False
+        try:
+            while True:
+                item = tokens.get()
+                if item is None:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if item in self.eos_ids:
+                    new.append(item)
+                    reason = "stop"
+                    halt.set()
+                    break
+                new.append(item)
+                text = self.tok.decode(new, skip_special_tokens=True)
+                cut = _first_stop(text, params.stop)
+                if cut is not None:
+                    if cut > sent:
+                        yield StreamEvent(text[sent:cut], completion_tokens=len(new))
+                    sent, reason, stopped_by_string = cut, "stop", True
+                    halt.set()
+                    break
+                safe = len(text) - _stop_prefix_len(text, params.stop)
+                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next byte token
+                    safe = min(safe, len(text) - 1)
+                if safe > sent:
+                    yield StreamEvent(text[sent:safe], completion_tokens=len(new))
+                    sent = safe
+            if not stopped_by_string:  # flush text held back as a possible stop prefix
+                text = self.tok.decode(new, skip_special_tokens=True)
+                if len(text) > sent:
+                    yield StreamEvent(text[sent:], completion_tokens=len(new))
+            yield StreamEvent("", finish_reason=reason, completion_tokens=len(new))
+        finally:
+            halt.set()
+            worker.join(timeout=30)
+
+    def score(self, requests: list[tuple[str, str]]) -> list[Score]:
+        torch = self.torch
+        results: list[Score] = []
+        for start in range(0, len(requests), self.max_batch_size):
+            batch = requests[start: start + self.max_batch_size]
+            rows, spans = [], []
+            for ctx, cont in batch:
+                enc = self.tok(ctx + cont, add_special_tokens=True, return_offsets_mapping=True)
+                first = next((i for i, (s, e) in enumerate(enc.offset_mapping) if e > len(ctx)), len(enc.input_ids))
+                first = max(first, 1)  # the first token has no context to be predicted from
+                rows.append(enc.input_ids)
+                spans.append((first, len(enc.input_ids)))
+            width = max(len(r) for r in rows)
+            pad = self.tok.pad_token_id
+            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+            with torch.inference_mode():
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
+            logp = torch.log_softmax(logits, dim=-1)
+            for i, (a, b) in enumerate(spans):
+                targets = input_ids[i, a:b]
+                lp = logp[i, a - 1: b - 1].gather(-1, targets[:, None]).squeeze(-1)
+                greedy = bool((logp[i, a - 1: b - 1].argmax(-1) == targets).all()) if b > a else True
+                results.append(Score(logprob=float(lp.sum()), num_tokens=b - a, is_greedy=greedy))
+        return results
+
+    def close(self) -> None:
+        self.model = None
+
+
+class _QueueStreamer:
+    """A transformers streamer that hands generated token ids to a queue (the prompt is skipped)."""
+
+    def __init__(self, q: queue.Queue):
+        self.q = q
+        self.skipped_prompt = False
+
+    def put(self, value) -> None:
+        if not self.skipped_prompt:
+            self.skipped_prompt = True
+            return
+        for t in value.reshape(-1).tolist():
+            self.q.put(t)
+
+    def end(self) -> None:
+        pass
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def _stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of some stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best

@@ -1,0 +1,1 @@
+"""Training stages: pretrain, SFT, shared helpers."""

@@ -1,0 +1,104 @@
+"""Supervised fine-tuning with TRL's SFTTrainer: LoRA (default), DoRA or full, assistant-only loss.
+
+    lifecycle sft --model tiny-arith --data builtin:sft --output runs/sft
+    lifecycle sft --model runs/base --data chats.jsonl --set method=full --set max_steps=500
+
+LoRA and DoRA write an `adapter` artifact that records its base; `full` writes an `hf` checkpoint.
+The loss covers assistant tokens only, through the `{% generation %}` blocks of the chat template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from lifecycle.config import field
+from lifecycle.errors import UserError
+
+METHODS = ("lora", "dora", "full")
+
+
+@dataclass
+class SFTConfig:
+    model: str = field("tiny-arith", help="base model: a built-in name, a store name or an artifact path")
+    data: str = field("builtin:sft", help="chat records with 'messages': builtin:sft, a .jsonl, or a dataset artifact")
+    output: str = field("", help="artifact directory to write (default: the local store)")
+    method: str = field("lora", help="lora | dora | full; full updates every weight and writes a checkpoint")
+    max_steps: int = field(300, help="optimizer steps")
+    batch_size: int = field(16, help="sequences per step")
+    learning_rate: float = field(2e-3, help="peak learning rate; LoRA tolerates higher rates than full")
+    lora_r: int = field(16, help="LoRA rank")
+    lora_alpha: int = field(32, help="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = field(0.0, help="dropout on the LoRA path")
+    target_modules: str = field("all-linear", help="modules LoRA wraps: 'all-linear' or comma-separated names")
+    max_length: int = field(128, help="tokens per example; longer chats are truncated")
+    assistant_only_loss: bool = field(True, help="train on assistant tokens only (needs {% generation %} in the template)")
+    n_examples: int = field(2000, help="examples drawn from a builtin: data source")
+    eval_items: int = field(200, help="held-out sums evaluated after training (0 to skip)")
+    seed: int = field(0, help="seed for data order, init and sampling")
+    threads: int = field(2, help="torch threads")
+    trust_remote_code: bool = field(False, help="allow custom model code from the checkpoint (off: safer)")
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise UserError(f"sft method '{self.method}' is unknown; choose one of {', '.join(METHODS)}")
+        if self.max_steps < 1:
+            raise UserError("max_steps must be >= 1")
+
+
+def lora_config(cfg, use_dora: bool = False):
+    from peft import LoraConfig
+
+    targets = cfg.target_modules if cfg.target_modules == "all-linear" else [
+        t.strip() for t in cfg.target_modules.split(",") if t.strip()]
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, use_dora=use_dora, task_type="CAUSAL_LM")
+
+
+def run(cfg: SFTConfig, out: Path) -> Path:
+    import tempfile
+
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from lifecycle.artifact import write_artifact
+    from lifecycle.config import to_dict
+    from lifecycle.data.load import SFT_FIELDS, load_records
+    from lifecycle.models import resolve
+    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback, setup_torch,
+                                        stage_eval, trainer_common_args)
+
+    setup_torch(cfg.threads, cfg.seed)
+    base = resolve(cfg.model)
+    model, tok = load_causal_lm(base, trust_remote_code=cfg.trust_remote_code)
+    if cfg.assistant_only_loss and "generation" not in (tok.chat_template or ""):
+        raise UserError("assistant_only_loss needs a chat template with {% generation %} blocks; "
+                        "pass --set assistant_only_loss=false or add them to the template")
+    records = load_records(cfg.data, SFT_FIELDS, n=cfg.n_examples, seed=cfg.seed)
+    dataset = Dataset.from_list([{"messages": r["messages"]} for r in records])
+
+    log = MetricsLog()
+    metrics: dict = {}
+    is_adapter = cfg.method != "full"
+    with tempfile.TemporaryDirectory() as work:
+        args = TRLSFTConfig(**trainer_common_args(work, cfg), max_length=cfg.max_length,
+                            assistant_only_loss=cfg.assistant_only_loss, packing=False)
+        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
+                             peft_config=lora_config(cfg, cfg.method == "dora") if is_adapter else None,
+                             callbacks=[progress_callback(log, f"sft ({cfg.method})")])
+        drop_printer(trainer)
+        result = trainer.train()
+    metrics.update({"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1),
+                    "examples": len(records)})
+    if cfg.eval_items:
+        metrics.update(stage_eval(trainer.model, tok, cfg.eval_items))
+
+    fmt = "adapter" if is_adapter else "hf"
+    extra = {"base": base_ref(base), "adapter_method": cfg.method} if is_adapter else None
+    with write_artifact(out, format=fmt, stage="sft", parent=base, options=to_dict(cfg), metrics=metrics,
+                        extra=extra) as tmp:
+        trainer.model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        log.write(tmp / "train_log.json", metrics)
+    return out
