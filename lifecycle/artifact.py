@@ -43,6 +43,16 @@ def _hash_tree(root: Path) -> dict[str, str]:
     return files
 
 
+def _command_line() -> str:
+    import shlex
+    import sys
+
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name == "lifecycle":
+        argv[0] = "lifecycle"
+    return shlex.join(argv)
+
+
 def code_version() -> str:
     from lifecycle import __version__
 
@@ -136,6 +146,7 @@ def _write_json_atomic(path: Path, data: Any) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=str)
         f.write("\n")
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -172,6 +183,7 @@ def write_artifact(
                 "stage": stage,
                 "options": options or {},
                 "code_version": code_version(),
+                "command": _command_line(),
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             },
             "files": _hash_tree(tmp),
@@ -180,6 +192,7 @@ def write_artifact(
         if extra:
             manifest.update(extra)
         _write_json_atomic(tmp / MANIFEST, manifest)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact should read like any other folder
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
             os.replace(dest, old)

@@ -23,8 +23,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(help="Data preparation: synthetic builders (more in later releases).", no_args_is_help=True)
-app.add_typer(data_app, name="data")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with config fields")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config field: key=value (repeatable)")]
@@ -211,26 +209,18 @@ def ship(
     raise typer.Exit(0 if verdict == "shipped" else 1)
 
 
-@data_app.command("synth")
-def data_synth(
-    kind: Annotated[str, typer.Option(help="sft | pref-style | pref-correctness | pref-mixed | pretrain")] = "sft",
-    n: Annotated[int, typer.Option(help="number of records")] = 1000,
-    seed: Annotated[int, typer.Option(help="seed")] = 0,
-    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write")] = Path("data.jsonl"),
-) -> None:
-    """Write synthetic records for the built-in task as JSONL (the same data the built-in stages use)."""
-    from lifecycle.data import synth
-    from lifecycle.data.load import load_records, write_jsonl
+def _register_areas() -> None:
+    """Each area adds its own commands; their modules import nothing heavy at module level."""
+    from lifecycle.data.cli import register as register_data
+    from lifecycle.eval.cli import register as register_eval
+    from serve.cli import register as register_serve
 
-    if kind == "pretrain":
-        records = [{"text": t} for t in synth.pretrain_lines(n, seed)]
-    else:
-        records = load_records(f"builtin:{kind}", (), n=n, seed=seed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    write_jsonl(tmp, records)
-    tmp.replace(output)
-    print(f"wrote {len(records)} {kind} records to {output}")
+    register_data(app)
+    register_eval(app)
+    register_serve(app)
+
+
+_register_areas()
 
 
 def main() -> None:

@@ -56,8 +56,8 @@ def run(cfg: DPOConfig, out: Path) -> Path:
     from lifecycle.config import to_dict
     from lifecycle.data.load import PREFERENCE_FIELDS, load_records
     from lifecycle.models import resolve
-    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback, setup_torch,
-                                        stage_eval, trainer_common_args)
+    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback,
+                                        save_tokenizer, setup_torch, stage_eval, trainer_common_args)
     from lifecycle.train.sft import lora_config
 
     setup_torch(cfg.threads, cfg.seed)
@@ -88,6 +88,6 @@ def run(cfg: DPOConfig, out: Path) -> Path:
     with write_artifact(out, format="adapter", stage="align", parent=policy, options={"method": "dpo", **to_dict(cfg)},
                         metrics=metrics, extra={"base": base_ref(policy), "adapter_method": "lora"}) as tmp:
         trainer.model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
         log.write(tmp / "train_log.json", metrics)
     return out

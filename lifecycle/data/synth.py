@@ -20,7 +20,7 @@ import random
 import re
 from typing import Iterator
 
-MAX_OPERAND = int(__import__("os").environ.get("ARITH_MAX", 99))
+MAX_OPERAND = 99
 HELD_OUT_PERCENT = 10
 LETTERS = "abcdefghij"
 

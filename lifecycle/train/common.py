@@ -64,10 +64,16 @@ def adapter_base(art: Artifact) -> Artifact:
     base = art.manifest.get("base")
     if not base:
         raise UserError(f"adapter {art.path} records no base model in its manifest")
-    parent = Artifact.load(base["path"])
-    if parent.manifest_sha256 != base["sha256"]:
-        raise UserError(f"adapter {art.path}: its base {base['path']} changed since the adapter was trained")
-    return parent
+    recorded = Path(base["path"])
+    # A release directory may have moved since training: also look beside the adapter and by name.
+    for candidate in (recorded, art.path.parent / recorded.name, Path(__file__).parents[1] / "builtin" / recorded.name):
+        if (candidate / "manifest.json").is_file():
+            parent = Artifact.load(candidate, verify=False)
+            if parent.manifest_sha256 == base["sha256"]:
+                parent.verify()
+                return parent
+    raise UserError(f"adapter {art.path}: its base {recorded} is missing or changed since the adapter was trained "
+                    f"(expected manifest sha256 {base['sha256'][:12]}…)")
 
 
 class MetricsLog:
@@ -161,3 +167,14 @@ def stage_eval(model, tok, n: int) -> dict:
     result = chat_eval(HFEngine(model, tok), n=n)
     model.train(False)
     return {"exact_match": result["exact_match"], "verbose_rate": result["verbose_rate"], "eval_items": n}
+
+
+def save_tokenizer(tok, dest: Path) -> None:
+    """Save a tokenizer with its SentencePiece model: transformers 5 writes only tokenizer.json, but the
+    llama.cpp converter and onnxruntime-genai read `tokenizer.model`."""
+    import shutil
+
+    tok.save_pretrained(str(dest))
+    source = getattr(tok, "vocab_file", None)
+    if source and Path(source).is_file() and not (Path(dest) / "tokenizer.model").exists():
+        shutil.copyfile(source, Path(dest) / "tokenizer.model")

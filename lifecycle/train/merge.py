@@ -91,7 +91,7 @@ def run(cfg: MergeConfig, out: Path) -> Path:
     from lifecycle.artifact import write_artifact
     from lifecycle.config import to_dict
     from lifecycle.models import resolve
-    from lifecycle.train.common import setup_torch, stage_eval
+    from lifecycle.train.common import save_tokenizer, setup_torch, stage_eval
 
     setup_torch(cfg.threads, 0)
     art = resolve(cfg.model)
@@ -104,5 +104,5 @@ def run(cfg: MergeConfig, out: Path) -> Path:
         metrics.update(stage_eval(merged, tok, cfg.eval_items))
     with write_artifact(out, format="hf", stage="merge", parent=art, options=to_dict(cfg), metrics=metrics) as tmp:
         merged.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
     return out

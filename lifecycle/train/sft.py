@@ -66,8 +66,8 @@ def run(cfg: SFTConfig, out: Path) -> Path:
     from lifecycle.config import to_dict
     from lifecycle.data.load import SFT_FIELDS, load_records
     from lifecycle.models import resolve
-    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback, setup_torch,
-                                        stage_eval, trainer_common_args)
+    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback,
+                                        save_tokenizer, setup_torch, stage_eval, trainer_common_args)
 
     setup_torch(cfg.threads, cfg.seed)
     base = resolve(cfg.model)
@@ -99,6 +99,6 @@ def run(cfg: SFTConfig, out: Path) -> Path:
     with write_artifact(out, format=fmt, stage="sft", parent=base, options=to_dict(cfg), metrics=metrics,
                         extra=extra) as tmp:
         trainer.model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        save_tokenizer(tok, tmp)
         log.write(tmp / "train_log.json", metrics)
     return out

@@ -1,0 +1,51 @@
+"""Shared fixtures: one thread for torch, a private artifact store, and session-scoped tiny artifacts."""
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ["LIFECYCLE_NO_PROGRESS"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("lifecycle-home")
+    os.environ["LIFECYCLE_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def torch_one_thread():
+    import torch
+
+    torch.set_num_threads(1)
+    return torch
+
+
+@pytest.fixture(scope="session")
+def base_artifact():
+    from lifecycle.models import resolve
+
+    return resolve("tiny-arith")
+
+
+@pytest.fixture(scope="session")
+def hf_engine(base_artifact, torch_one_thread):
+    from lifecycle.engine import load_engine
+
+    return load_engine(base_artifact)
+
+
+@pytest.fixture(scope="session")
+def sft_adapter(tmp_path_factory, base_artifact, torch_one_thread):
+    """A short LoRA SFT on the built-in base: enough to test DPO, merge and adapter loading."""
+    from lifecycle.artifact import Artifact
+    from lifecycle.train import sft
+
+    out = tmp_path_factory.mktemp("sft") / "adapter"
+    cfg = sft.SFTConfig(model=str(base_artifact.path), max_steps=8, batch_size=8, n_examples=64,
+                        eval_items=20, threads=1)
+    return Artifact.load(sft.run(cfg, out))
