@@ -92,7 +92,14 @@ class Artifact:
 
     @property
     def manifest_sha256(self) -> str:
-        return sha256_file(self.path / MANIFEST)
+        if (self.path / MANIFEST).is_file():
+            return sha256_file(self.path / MANIFEST)
+        # An external checkpoint has no manifest file: hash its canonical in-memory manifest instead.
+        return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def external(self) -> bool:
+        return self.created_by.get("stage") == "external"
 
     def size_bytes(self) -> int:
         return sum((self.path / rel).stat().st_size for rel in self.files)
@@ -103,6 +110,8 @@ class Artifact:
         root = Path(path).expanduser()
         mpath = root / MANIFEST
         if not mpath.is_file():
+            if (root / "config.json").is_file():
+                return cls.from_checkpoint(root)
             raise UserError(f"{root} is not an artifact: no {MANIFEST} (make one with a lifecycle stage)")
         try:
             manifest = json.loads(mpath.read_text())
@@ -115,6 +124,17 @@ class Artifact:
         if verify:
             art.verify()
         return art
+
+    @classmethod
+    def from_checkpoint(cls, root: Path) -> "Artifact":
+        """A plain Hugging Face checkpoint folder (config.json, weights, tokenizer) seen as an `hf` artifact.
+
+        Its manifest lives in memory only (nothing is written into the user's folder); file hashes are
+        taken now, so adapters trained on it can later check that the checkpoint did not change.
+        """
+        manifest = {"schema": SCHEMA_VERSION, "name": root.name, "format": "hf", "parent": None,
+                    "created_by": {"stage": "external", "options": {}}, "files": _hash_tree(root), "metrics": {}}
+        return cls(root.resolve(), manifest)
 
     def verify(self) -> None:
         """Refuse the artifact if any listed file is missing or its sha256 differs."""
@@ -131,6 +151,8 @@ class Artifact:
 
     def update_metrics(self, metrics: dict) -> None:
         """Merge metrics into the manifest in place (atomic rename of the manifest file)."""
+        if self.external:
+            raise UserError(f"{self.path} is an external checkpoint; its metrics cannot be recorded in place")
         self.manifest.setdefault("metrics", {}).update(metrics)
         _write_json_atomic(self.path / MANIFEST, self.manifest)
 

@@ -44,7 +44,7 @@ def _candidates(extra_dirs: list[Path] | None = None) -> list[tuple[Path, bool]]
 def resolve(spec: str | os.PathLike, verify: bool = True) -> Artifact:
     """A path, a built-in name or a store name -> a verified Artifact."""
     path = Path(spec).expanduser()
-    if path.is_dir():
+    if path.is_dir():  # an artifact, or a plain Hugging Face checkpoint folder
         return Artifact.load(path, verify=verify)
     for candidate, _ in _candidates():
         if candidate.name == str(spec):

@@ -84,3 +84,29 @@ def test_stage_refuses_wrong_inputs(tmp_path, base_artifact):
         load_records(str(bad), PREFERENCE_FIELDS)
     with pytest.raises(UserError, match="sft method 'qlora2'"):
         sft.SFTConfig(method="qlora2")
+
+
+def test_plain_hf_checkpoint_is_accepted(tmp_path, base_artifact, torch_one_thread):
+    """A user's own Hugging Face folder (no manifest) trains, and its adapter checks it did not change."""
+    from transformers import AutoModelForCausalLM
+
+    from lifecycle.train import sft
+    from lifecycle.train.common import adapter_base, load_causal_lm, save_tokenizer
+
+    model, tok = load_causal_lm(base_artifact)
+    ckpt = tmp_path / "my-checkpoint"
+    model.save_pretrained(ckpt)
+    save_tokenizer(tok, ckpt)
+    assert not (ckpt / "manifest.json").exists()
+    cfg = sft.SFTConfig(model=str(ckpt), max_steps=1, batch_size=2, n_examples=4, eval_items=0, threads=1,
+                        method="full")
+    full = Artifact.load(sft.run(cfg, tmp_path / "full"))
+    assert full.format == "hf" and full.parent["path"] == str(ckpt)
+    AutoModelForCausalLM.from_pretrained(str(full.path))
+
+    cfg.method, cfg.output = "lora", ""
+    adapter = Artifact.load(sft.run(cfg, tmp_path / "lora"))
+    assert adapter_base(adapter).path == ckpt
+    (ckpt / "config.json").write_text((ckpt / "config.json").read_text().replace("}", ', "note": 1}', 1))
+    with pytest.raises(UserError, match="missing or changed"):
+        adapter_base(adapter)

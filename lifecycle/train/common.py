@@ -67,7 +67,7 @@ def adapter_base(art: Artifact) -> Artifact:
     recorded = Path(base["path"])
     # A release directory may have moved since training: also look beside the adapter and by name.
     for candidate in (recorded, art.path.parent / recorded.name, Path(__file__).parents[1] / "builtin" / recorded.name):
-        if (candidate / "manifest.json").is_file():
+        if (candidate / "manifest.json").is_file() or (candidate / "config.json").is_file():
             parent = Artifact.load(candidate, verify=False)
             if parent.manifest_sha256 == base["sha256"]:
                 parent.verify()
