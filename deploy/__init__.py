@@ -1,0 +1,1 @@
+"""Deployment files: Serve config template, KubeRay RayService rendering, Dockerfile, scaling guide."""

@@ -1,0 +1,118 @@
+"""Render a Serve config and a KubeRay RayService manifest for a release (or artifacts).
+
+    lifecycle deploy --release releases/r1 --image registry/lifecycle:0.1 --output deploy/out
+    kubectl apply -f deploy/out/rayservice.yaml
+
+Paths in the manifests are paths inside the image built from deploy/Dockerfile: a release is copied to
+/opt/release, loose artifacts to /opt/models/<name>. A release whose gates refused it is not deployed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lifecycle.errors import UserError
+
+RELEASE_ROOT = "/opt/release"
+MODELS_ROOT = "/opt/models"
+RAY_VERSION = "2.60.0"
+SERVE_PORT = 8000
+
+
+def release_models(release: Path) -> list[dict]:
+    """The model a shipped release serves, with its path inside the image."""
+    meta = Path(release) / "release.json"
+    if not meta.is_file():
+        raise UserError(f"{release} is not a release directory (no release.json); make one with `lifecycle ship`")
+    info = json.loads(meta.read_text())
+    if info.get("verdict") != "shipped":
+        raise UserError(f"release {release} was {info.get('verdict', 'not finished')} by its gates; not deploying it")
+    artifact = info.get("artifact") or "artifacts/merged"
+    if not (Path(release) / artifact).is_dir():
+        raise UserError(f"release {release} lacks its artifact {artifact}")
+    return [{"name": info.get("release") or Path(release).name, "path": f"{RELEASE_ROOT}/{artifact}"}]
+
+
+def _pod(image: str, name: str, cpu: str, memory: str, serve_port: bool) -> dict:
+    ports = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
+             {"containerPort": 10001, "name": "client"}]
+    if serve_port:
+        ports.append({"containerPort": SERVE_PORT, "name": "serve"})
+    return {"spec": {"containers": [{
+        "name": name, "image": image, "ports": ports if serve_port else [],
+        "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}, {"name": "OMP_NUM_THREADS", "value": "1"},
+                {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"}],
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
+    }]}}
+
+
+def rayservice(serve_cfg: dict, name: str, image: str, workers: int = 1, worker_cpu: str = "2",
+               worker_memory: str = "4Gi") -> dict:
+    """A ray.io/v1 RayService: the Serve config as serveConfigV2, one head (no replicas) and a worker group."""
+    import yaml
+
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": name},
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(serve_cfg, sort_keys=False),
+            "rayClusterConfig": {
+                "rayVersion": RAY_VERSION,
+                "headGroupSpec": {
+                    # the head runs Ray's control plane and the HTTP proxy; replicas go to workers
+                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                    "template": _pod(image, "ray-head", "1", "2Gi", serve_port=True),
+                },
+                "workerGroupSpecs": [{
+                    "groupName": "cpu", "replicas": workers, "minReplicas": workers,
+                    "maxReplicas": max(workers, 4), "rayStartParams": {},
+                    "template": _pod(image, "ray-worker", worker_cpu, worker_memory, serve_port=False),
+                }],
+            },
+        },
+    }
+
+
+def _block_str(dumper, value: str):
+    """Multi-line strings (serveConfigV2) as readable `|` blocks instead of escaped one-liners."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+def _dumper():
+    import yaml
+
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    Dumper.add_representer(str, _block_str)
+    return Dumper
+
+
+def render(output: Path, release: Path | None = None, models: list[str] | None = None, image: str = "lifecycle-serve:latest",
+           name: str = "lifecycle", workers: int = 1, config: Path | None = None, sets: list[str] | None = None) -> list[Path]:
+    """Write serve-config.yaml and rayservice.yaml into `output`; return their paths."""
+    import yaml
+
+    from lifecycle.config import build
+    from serve.config import ServeConfig, serve_config
+    from serve.host import parse_model_spec
+
+    if bool(release) == bool(models):
+        raise UserError("give either --release DIR or --model DIR (repeatable), not both or neither")
+    if release:
+        specs = release_models(release)
+    else:
+        specs = [parse_model_spec(m) for m in models or []]
+        specs = [s if s["path"] == "mock" else {"name": s["name"], "path": f"{MODELS_ROOT}/{s['name']}"} for s in specs]
+    cfg = build(ServeConfig, config, {"host": "0.0.0.0", "port": SERVE_PORT}, sets)
+    scfg = serve_config(cfg, specs)
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / "serve-config.yaml", out / "rayservice.yaml"]
+    paths[0].write_text("# serve run serve-config.yaml   (paths are inside the image from deploy/Dockerfile)\n"
+                        + yaml.safe_dump(scfg, sort_keys=False))
+    paths[1].write_text("# kubectl apply -f rayservice.yaml   (needs the KubeRay operator)\n"
+                        + yaml.dump(rayservice(scfg, name, image, workers), Dumper=_dumper(), sort_keys=False))
+    return paths

@@ -1,0 +1,205 @@
+"""Ray Serve backend: a `ModelServer` deployment per model behind one `Router` ingress running the app.
+
+    lifecycle serve --model tiny-arith --port 8000                  # starts a Ray cluster on this box
+    lifecycle serve --model tiny-arith --write-config serve.yaml    # or: serve run serve.yaml
+
+`build_openai_app(args)` is the importable app builder (`import_path: serve.ray_backend:build_openai_app`),
+the same one `lifecycle serve` deploys, so the CLI and a Serve YAML run identical code. Each model
+deployment has replicas (fixed or autoscaled), fractional CPUs, and `@serve.batch` dynamic batching when
+its engine can batch. Streams reach the router already coalesced (see `EngineHost.stream`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import threading
+import time
+from typing import AsyncIterator
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from lifecycle.config import from_dict
+from lifecycle.engine import Completion, Prompt, SamplingParams
+from lifecycle.errors import UserError
+from serve.config import APP_NAME, ServeConfig
+from serve.host import EngineHost, load_model
+
+
+@serve.deployment(max_ongoing_requests=64, health_check_period_s=5, health_check_timeout_s=30)
+class ModelServer:
+    """One replica of one model."""
+
+    def __init__(self, spec: dict, threads: int = 1, max_batch_size: int = 16,
+                 batch_wait_timeout_s: float = 0.0, stream_interval_s: float = 0.02):
+        self.host = EngineHost(load_model(spec, threads), spec["name"], max_batch_size, stream_interval_s)
+        self.batch_wait_timeout_s = batch_wait_timeout_s
+        self.in_flight = 0
+        if self.host.can_batch:
+            self._batched.set_max_batch_size(max_batch_size)
+            self.host.submit = self._submit
+
+    async def _submit(self, prompt: Prompt, params: SamplingParams):
+        """Enqueue into @serve.batch with a wait chosen by load.
+
+        Serve forms a batch from what arrives within the wait after its first request. A fixed wait
+        either delays every lone request or (at 0) yields batches of one even under load. So: a lone
+        request goes at once; while others are in flight, wait about one engine call for company.
+        """
+        busy = self.in_flight > 0
+        self._batched.set_batch_wait_timeout_s(
+            max(self.batch_wait_timeout_s, min(self.host.batch_seconds, 0.05)) if busy else self.batch_wait_timeout_s)
+        self.in_flight += 1
+        try:
+            return await self._batched(prompt, params)
+        finally:
+            self.in_flight -= 1
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    async def _batched(self, prompts: list[Prompt], params: list[SamplingParams]) -> list:
+        return await self.host.run_batch(prompts, params)
+
+    async def complete(self, prompts: list[Prompt], params: SamplingParams, n: int) -> tuple[list[Completion], int]:
+        return await self.host.complete(prompts, params, n)
+
+    async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[dict]:
+        async for event in self.host.stream(prompt, params):
+            yield event
+
+    def info(self) -> dict:
+        return {**self.host.info(), "pid": os.getpid()}
+
+
+class RayBackend:
+    """The app's backend inside the router: calls model deployments through their handles."""
+
+    def __init__(self, handles: dict[str, DeploymentHandle]):
+        self.handles = handles
+        self.names = list(handles)
+
+    async def complete(self, model: str, prompts: list[Prompt], params: SamplingParams,
+                       n: int) -> tuple[list[Completion], int]:
+        return await self.handles[model].complete.remote(prompts, params, n)
+
+    async def stream(self, model: str, prompt: Prompt, params: SamplingParams) -> AsyncIterator[dict]:
+        gen = self.handles[model].options(stream=True).stream.remote(prompt, params)
+        finished = False
+        try:
+            async for event in gen:
+                yield event
+            finished = True
+        finally:
+            if not finished:  # the client went away or timed out: stop generating in the replica
+                gen.cancel()
+
+    async def health(self) -> dict[str, str]:
+        async def one(handle: DeploymentHandle) -> str:
+            try:
+                await asyncio.wait_for(handle.info.remote(), 10)
+                return "ready"
+            except Exception:
+                return "unavailable"
+
+        states = await asyncio.gather(*(one(h) for h in self.handles.values()))
+        return dict(zip(self.names, states))
+
+    async def stats(self) -> dict[str, dict]:
+        """Engine counters of one replica per model (the one the handle picks)."""
+        infos = await asyncio.gather(*(h.info.remote() for h in self.handles.values()), return_exceptions=True)
+        return {n: i for n, i in zip(self.names, infos) if isinstance(i, dict)}
+
+
+@serve.deployment(max_ongoing_requests=512)
+@serve.ingress()
+class Router:
+    """The HTTP ingress: the OpenAI app from serve.app over the model handles."""
+
+    def __init__(self, models: dict[str, DeploymentHandle], settings: dict):
+        self.backend = RayBackend(models)
+        self.settings = settings
+
+    def __serve_build_asgi_app__(self):
+        from serve.app import build_app
+
+        return build_app(self.backend, self.settings)
+
+
+def _deployment_name(model: str) -> str:
+    return "model-" + re.sub(r"[^A-Za-z0-9_-]", "-", model)
+
+
+def build_openai_app(args: dict):
+    """Serve application builder: {"models": [{"name", "path"}], "options": {ServeConfig fields}}."""
+    specs = args.get("models") or []
+    if not specs:
+        raise UserError("no models to serve: give at least one --model (args.models in a Serve YAML)")
+    cfg = from_dict(ServeConfig, {k: v for k, v in (args.get("options") or {}).items() if k != "models"})
+    scale: dict = {"num_replicas": cfg.min_replicas}
+    if cfg.max_replicas > cfg.min_replicas:
+        scale = {"autoscaling_config": {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
+                                        "target_ongoing_requests": cfg.target_ongoing_requests}}
+    handles = {}
+    for spec in specs:
+        if spec["name"] in handles:
+            raise UserError(f"two models are named '{spec['name']}'; name them with --model NAME=DIR")
+        handles[spec["name"]] = ModelServer.options(
+            name=_deployment_name(spec["name"]), ray_actor_options={"num_cpus": cfg.num_cpus},
+            max_ongoing_requests=cfg.max_ongoing_requests, **scale,
+        ).bind(spec, cfg.threads, cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.stream_interval_ms / 1000)
+    router = Router.options(ray_actor_options={"num_cpus": cfg.router_num_cpus})
+    return router.bind(handles, cfg.app_settings())
+
+
+def _wait_running(name: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        app = serve.status().applications.get(name)
+        if app is not None and app.status == "RUNNING":
+            return
+        if app is not None and app.status == "DEPLOY_FAILED":
+            raise UserError(f"Ray Serve could not deploy the models: {app.message.strip().splitlines()[-1]}")
+        time.sleep(0.5)
+    raise UserError(f"replicas were not running after {timeout_s:.0f}s; the cluster may lack CPUs for "
+                    "num_cpus x replicas (lower --set num_cpus=... or add nodes)")
+
+
+def run_ray(cfg: ServeConfig, specs: list[dict], ready: threading.Event | None = None,
+            stop: threading.Event | None = None) -> None:
+    """Start (or join) a Ray cluster, deploy, serve until SIGINT/SIGTERM or `stop`, then shut down."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Serve's throughput mode: user code and handle routing on the replica's own event loop, gRPC between
+    # replicas. It cut per-request overhead by about a third here; Ray processes started below inherit it.
+    os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        if cfg.ray_address:
+            ray.init(address=cfg.ray_address, log_to_driver=False)
+        else:  # a private single-box cluster: token auth adds nothing when every process is ours
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            ray.init(include_dashboard=False, object_store_memory=cfg.object_store_mb << 20,
+                     num_cpus=cfg.ray_num_cpus or None, _temp_dir=cfg.ray_temp_dir or None, log_to_driver=False)
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": cfg.host, "port": cfg.port,
+                                  "request_timeout_s": cfg.request_timeout_s + 5}, proxy_location="HeadOnly")
+        serve._run(build_openai_app({"models": specs, "options": cfg.__dict__}), _blocking=False,
+                   name=APP_NAME, route_prefix="/")
+        _wait_running(APP_NAME, cfg.startup_timeout_s)
+        print(f"serving {', '.join(s['name'] for s in specs)} on http://{cfg.host}:{cfg.port}/v1 (Ray Serve)",
+              flush=True)
+        if ready is not None:
+            ready.set()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        serve.shutdown()
+        if started_here:
+            ray.shutdown()

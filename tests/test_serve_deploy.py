@@ -1,0 +1,101 @@
+"""deploy/: the Serve config is one `serve run` accepts, the RayService satisfies the CRD's required
+fields (deploy/rayservice-schema.json, checked offline), and the Dockerfile starts `lifecycle serve`.
+
+    python -m pytest tests/test_serve_deploy.py -q
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from deploy.render import render
+from lifecycle.errors import UserError
+from serve.config import IMPORT_PATH, ServeConfig, serve_config
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+
+
+def _release(tmp_path, base_artifact, verdict="shipped") -> Path:
+    rel = tmp_path / "r1"
+    shutil.copytree(base_artifact.path, rel / "artifacts" / "merged")
+    (rel / "release.json").write_text(json.dumps({"release": "r1", "verdict": verdict, "artifact": "artifacts/merged"}))
+    return rel
+
+
+def _check_serve_config(cfg: dict) -> None:
+    ServeDeploySchema.model_validate(cfg)  # Ray's own schema for `serve run` / `serve deploy`
+    [app] = cfg["applications"]
+    assert app["import_path"] == IMPORT_PATH
+
+
+def test_rayservice_from_release_matches_crd_subset(tmp_path, base_artifact):
+    out = tmp_path / "out"
+    paths = render(out, release=_release(tmp_path, base_artifact), image="reg/lifecycle:1", workers=2,
+                   sets=["max_replicas=3"])
+    assert [p.name for p in paths] == ["serve-config.yaml", "rayservice.yaml"]
+    manifest = yaml.safe_load(paths[1].read_text())
+    jsonschema.validate(manifest, json.loads((DEPLOY / "rayservice-schema.json").read_text()))
+    serve_cfg = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    _check_serve_config(serve_cfg)
+    app = serve_cfg["applications"][0]
+    assert app["args"]["models"] == [{"name": "r1", "path": "/opt/release/artifacts/merged"}]
+    assert app["args"]["options"]["max_replicas"] == 3
+    assert serve_cfg["http_options"]["host"] == "0.0.0.0"
+    workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+    assert workers["replicas"] == 2 and workers["template"]["spec"]["containers"][0]["image"] == "reg/lifecycle:1"
+
+
+def test_schema_catches_a_missing_required_field(tmp_path, base_artifact):
+    paths = render(tmp_path / "o", release=_release(tmp_path, base_artifact))
+    manifest = yaml.safe_load(paths[1].read_text())
+    del manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(manifest, json.loads((DEPLOY / "rayservice-schema.json").read_text()))
+
+
+def test_refused_release_is_not_deployed(tmp_path, base_artifact):
+    with pytest.raises(UserError, match="refused"):
+        render(tmp_path / "o", release=_release(tmp_path, base_artifact, verdict="refused"))
+    with pytest.raises(UserError, match="not a release"):
+        render(tmp_path / "o", release=tmp_path)
+
+
+def test_write_config_cli_and_builder(tmp_path):
+    out = tmp_path / "serve.yaml"
+    r = subprocess.run([sys.executable, "-m", "lifecycle.cli", "serve", "--model", "tiny-arith", "--model", "m=mock",
+                        "--set", "max_replicas=2", "--write-config", str(out)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert out.read_text().startswith(f"# serve run {out}")
+    cfg = yaml.safe_load(out.read_text())
+    _check_serve_config(cfg)
+    # the builder named by import_path accepts these args and wires one deployment per model
+    from serve.ray_backend import build_openai_app
+
+    app = build_openai_app(cfg["applications"][0]["args"])
+    handles = app._bound_deployment.init_args[0]
+    assert sorted(handles) == ["m", "tiny-arith"]
+    model_app = handles["tiny-arith"]._bound_deployment
+    assert model_app.name == "model-tiny-arith"
+    assert model_app._deployment_config.autoscaling_config.max_replicas == 2
+    assert model_app.ray_actor_options["num_cpus"] == 0.5
+
+
+def test_templates_parse(tmp_path):
+    _check_serve_config(yaml.safe_load((DEPLOY / "serve-config.template.yaml").read_text()))
+    docker = (DEPLOY / "Dockerfile").read_text()
+    cmd = [ln for ln in docker.splitlines() if ln.startswith("CMD")][-1]
+    assert json.loads(cmd[3:].strip())[:2] == ["lifecycle", "serve"]
+    for cfg in sorted((DEPLOY.parent / "configs").glob("serve-*.yaml")):
+        assert cfg.read_text().startswith("# lifecycle serve"), cfg
+        data = yaml.safe_load(cfg.read_text())
+        ServeConfig(**data)
+    assert serve_config(ServeConfig(), [{"name": "x", "path": "mock"}])["applications"][0]["args"]["options"] == {}
