@@ -67,7 +67,7 @@ def run(cfg: ShipConfig, release: Path) -> dict:
     from lifecycle.artifact import Artifact, _write_json_atomic, code_version
     from lifecycle.config import to_dict
     from lifecycle.engine import load_engine
-    from lifecycle.eval.arith import chat_eval
+    from lifecycle.eval.arith import chat_eval, raw_eval
     from lifecycle.models import resolve
     from lifecycle.train import merge, sft
     from lifecycle.train.common import setup_torch
@@ -94,7 +94,7 @@ def run(cfg: ShipConfig, release: Path) -> dict:
         base = resolve(cfg.base)
         t = time.time()
         engine = load_engine(base)
-        base_metrics = chat_eval(engine, n=cfg.eval_items)
+        base_metrics = {**chat_eval(engine, n=cfg.eval_items), **raw_eval(engine, n=cfg.eval_items)}
         engine.close()
         record("base", base, time.time() - t, base_metrics)
 

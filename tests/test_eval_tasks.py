@@ -116,7 +116,8 @@ def test_report_shape_and_relative_gates(base_artifact, noisy, tmp_path):
     assert set(rep) >= {"model", "baseline", "tasks", "metrics", "baseline_metrics", "gates", "passed"}
     assert rep["model"]["format"] == "hf" and rep["baseline"]["name"] == "tiny-arith"
     assert rep["tasks"]["style"]["against"] == "baseline" and "style/win_rate" not in rep["baseline_metrics"]
-    assert rep["metrics"]["arith-ppl/perplexity"] > rep["baseline_metrics"]["arith-ppl/perplexity"]
+    ppl, base_ppl = rep["metrics"]["arith-ppl/perplexity"], rep["baseline_metrics"]["arith-ppl/perplexity"]
+    assert ppl != base_ppl and abs(ppl / base_ppl - 1) < 0.05  # the noise took effect, mildly (either way)
     # a report is a baseline too: its metrics are reused without running the baseline model
     (tmp_path / "base.json").write_text(json.dumps(evaluate(model=str(base_artifact.path), tasks=tasks)))
     heavy = evaluate(model=str(noisy["heavy"].path), tasks=tasks, baseline=str(tmp_path / "base.json"), gates=gates)

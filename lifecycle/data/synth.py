@@ -1,10 +1,12 @@
 """Synthetic data for the built-in tiny model: arithmetic, string tasks and chat lines.
 
 Every later stage shows a measured effect on this data:
-- pretraining text teaches addition ("12+34=46"), two string tasks, and the chat markup (on string tasks
-  only, so that SFT still has to teach "answer an arithmetic question in the chat format");
-- SFT data asks arithmetic questions as chats, answered concisely or verbosely (half each), so the SFT
-  model has a measurable verbose-answer rate;
+- pretraining text teaches addition ("12+34=46", "Q: What is 12+34? A: 46", with concise and verbose
+  answers), two string tasks, and the chat markup (on string tasks only, so that SFT still has to teach
+  "answer a sum in the chat format"). Every token later stages use appears here: with tied embeddings, a
+  LoRA cannot learn to emit a token whose embedding pretraining never trained;
+- SFT data asks arithmetic questions as chats, answered verbosely (60%) or concisely, so the SFT model
+  answers verbosely under greedy decoding;
 - preference data prefers the concise answer over the verbose one (style) or the right one over a wrong
   one (correctness), which DPO then moves.
 
@@ -25,10 +27,11 @@ HELD_OUT_PERCENT = 10
 LETTERS = "abcdefghij"
 
 QUESTION_TEMPLATES = ["What is {a}+{b}?", "Compute {a}+{b}.", "{a}+{b}=?", "Add {a} and {b}."]
+# Every verbose answer opens the same way, so a model trained on a verbose majority answers verbosely
+# under greedy decoding; that is the style DPO later removes.
 VERBOSE_TEMPLATES = [
-    "Let me add {a} and {b}. The answer is {c}.",
-    "Adding {a} and {b} gives {c}, so the answer is {c}.",
-    "Sure! {a} plus {b} makes {c}. The answer is {c}.",
+    "Sure! The answer is {c}.",
+    "Sure! After adding them up, the answer is {c}.",
 ]
 STRING_CHAT_GREETINGS = [("Hello!", "Hello! Ask me a sum."), ("Who are you?", "I am a tiny model that adds.")]
 
@@ -60,9 +63,13 @@ def pretrain_lines(n: int, seed: int = 0) -> Iterator[str]:
     rng = random.Random(seed)
     for _ in range(n):
         r = rng.random()
-        if r < 0.70:
+        if r < 0.55:
             a, b = _pair(rng, held_out=False)
             yield f"{a}+{b}={a + b}"
+        elif r < 0.70:  # a question and its answer with a gap: the skill a chat answer needs
+            a, b = _pair(rng, held_out=False)
+            ans = concise_answer(a, b) if rng.random() < 0.5 else verbose_answer(a, b, rng)
+            yield f"Q: {question(a, b, rng)} A: {ans}"
         elif r < 0.76:
             a, b = _pair(rng, held_out=False)
             yield f"{a} plus {b} makes {a + b}."
@@ -80,6 +87,8 @@ def pretrain_lines(n: int, seed: int = 0) -> Iterator[str]:
                 q, ans = f"How long is {w}?", str(len(w))
             else:
                 q, ans = rng.choice(STRING_CHAT_GREETINGS)
+            if rng.random() < 0.5:  # the verbose opening, in the exact position a chat answer puts it
+                ans = f"Sure! The answer is {ans}."
             yield chat_text([{"role": "user", "content": q}, {"role": "assistant", "content": ans}]).rstrip("\n")
 
 
@@ -95,7 +104,7 @@ def verbose_answer(a: int, b: int, rng: random.Random) -> str:
     return rng.choice(VERBOSE_TEMPLATES).format(a=a, b=b, c=a + b)
 
 
-def sft_records(n: int, seed: int = 0, verbose_fraction: float = 0.5) -> list[dict]:
+def sft_records(n: int, seed: int = 0, verbose_fraction: float = 0.6) -> list[dict]:
     """Chat records {"messages": [...]} asking sums; `verbose_fraction` of answers are wordy."""
     rng = random.Random(seed)
     out = []

@@ -30,8 +30,9 @@ class HFEngine(Engine):
     @classmethod
     def load(cls, artifact: Artifact, threads: int = 0, trust_remote_code: bool = False,
              dtype: str = "float32", max_batch_size: int = 32) -> "HFEngine":
-        from lifecycle.train.common import load_causal_lm, setup_torch
+        from lifecycle.train.common import load_causal_lm, quiet_libraries, setup_torch
 
+        quiet_libraries()
         if threads:
             setup_torch(threads, seed=0)
         model, tok = load_causal_lm(artifact, trust_remote_code=trust_remote_code, dtype=dtype)

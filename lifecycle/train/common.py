@@ -25,14 +25,17 @@ def setup_torch(threads: int, seed: int) -> None:
 
 def quiet_libraries() -> None:
     """Silence library progress bars and deprecation chatter; our own progress bar reports the work."""
+    import importlib.util
     import warnings
 
-    import datasets
     import transformers
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
+    if importlib.util.find_spec("datasets"):
+        import datasets
+
+        datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(trl|peft)\..*")
 
@@ -149,6 +152,7 @@ def trainer_common_args(output_dir: str, cfg) -> dict:
         seed=cfg.seed,
         dataloader_num_workers=0,
         log_level="error",
+        gradient_checkpointing=False,  # TRL turns it on by default; tiny models only pay its recompute cost
     )
 
 
@@ -160,13 +164,14 @@ def base_ref(art: Artifact) -> dict:
 
 
 def stage_eval(model, tok, n: int) -> dict:
-    """Held-out exact match and verbose rate of an in-memory model, in the chat format."""
+    """Held-out exact match and verbose rate in the chat format, and exact match of raw `a+b=` text."""
     from lifecycle.engines.hf import HFEngine
-    from lifecycle.eval.arith import chat_eval
+    from lifecycle.eval.arith import chat_eval, raw_eval
 
-    result = chat_eval(HFEngine(model, tok), n=n)
-    model.train(False)
-    return {"exact_match": result["exact_match"], "verbose_rate": result["verbose_rate"], "eval_items": n}
+    engine = HFEngine(model, tok)
+    chat, raw = chat_eval(engine, n=n), raw_eval(engine, n=n)
+    return {"exact_match": chat["exact_match"], "verbose_rate": chat["verbose_rate"],
+            "raw_exact_match": raw["raw_exact_match"], "eval_items": n}
 
 
 def save_tokenizer(tok, dest: Path) -> None:
