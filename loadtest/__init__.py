@@ -1,0 +1,1 @@
+"""Locust load tests with SLO thresholds against the OpenAI-compatible endpoint (not built yet)."""
