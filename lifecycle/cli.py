@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from lifecycle.cli_common import ConfigOpt, ModelOpt, OutputOpt, OverwriteOpt, SetOpt, epilog, run_stage
 from lifecycle.errors import UserError
 
 app = typer.Typer(
@@ -24,54 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML file with config fields")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config field: key=value (repeatable)")]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="artifact directory to write (default: the local store)")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="replace an existing output directory")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="built-in name, store name or artifact path")]
-
-
-def _epilog(cls_path: str) -> str:
-    """Field help for a config class, read without importing the stage's heavy code."""
-    import importlib
-
-    from lifecycle.config import describe
-
-    module, name = cls_path.split(":")
-    return describe(getattr(importlib.import_module(module), name))
-
-
-def _run_stage(stage: str, cls, run, config: Optional[Path], sets: Optional[list[str]], overrides: dict,
-               output: Optional[Path], overwrite: bool) -> Path:
-    from lifecycle.config import build
-    from lifecycle.models import default_output
-
-    cfg = build(cls, config, overrides, sets)
-    out = Path(output or getattr(cfg, "output", "") or default_output(stage))
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --output or pass --overwrite")
-    if overwrite and out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    path = run(cfg, out)
-    _print_artifact(path)
-    return path
-
-
-def _print_artifact(path: Path) -> None:
-    from rich.console import Console
-
-    from lifecycle.artifact import Artifact
-
-    art = Artifact.load(path, verify=False)
-    shown = {k: v for k, v in art.metrics.items() if isinstance(v, (int, float, str))}
-    Console().print(f"[green]wrote[/green] {art.format} artifact {path}")
-    if shown:
-        Console().print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()))
-
-
-@app.command(epilog=_epilog("lifecycle.train.pretrain:PretrainConfig"))
+@app.command(epilog=epilog("lifecycle.train.pretrain:PretrainConfig"))
 def pretrain(
     preset: Annotated[Optional[str], typer.Option(help="model shape: tiny-arith or micro")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
@@ -80,11 +34,11 @@ def pretrain(
     """Pretrain a tiny Llama model from scratch on synthetic arithmetic (the built-in base)."""
     from lifecycle.train import pretrain as stage
 
-    _run_stage("pretrain", stage.PretrainConfig, stage.run, config, set,
+    run_stage("pretrain", stage.PretrainConfig, stage.run, config, set,
                {"preset": preset, "max_steps": max_steps}, output, overwrite)
 
 
-@app.command(epilog=_epilog("lifecycle.train.sft:SFTConfig"))
+@app.command(epilog=epilog("lifecycle.train.sft:SFTConfig"))
 def sft(
     model: ModelOpt = None,
     data: Annotated[Optional[str], typer.Option(help="builtin:sft, a .jsonl of {'messages': [...]}, or a dataset artifact")] = None,
@@ -95,28 +49,11 @@ def sft(
     """Supervised fine-tuning (TRL) with LoRA, DoRA or full updates, loss on assistant tokens only."""
     from lifecycle.train import sft as stage
 
-    _run_stage("sft", stage.SFTConfig, stage.run, config, set,
+    run_stage("sft", stage.SFTConfig, stage.run, config, set,
                {"model": model, "data": data, "method": method, "max_steps": max_steps}, output, overwrite)
 
 
-@app.command(epilog=_epilog("lifecycle.align.dpo:DPOConfig"))
-def align(
-    method: Annotated[str, typer.Option(help="alignment method: dpo")] = "dpo",
-    model: ModelOpt = None,
-    data: Annotated[Optional[str], typer.Option(help="builtin:pref-style|pref-correctness|pref-mixed, or a .jsonl of prompt/chosen/rejected")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
-    config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
-) -> None:
-    """Align a policy on preference pairs (TRL DPO, reference = the given policy)."""
-    if method != "dpo":
-        raise UserError(f"align method '{method}' is not available yet; use --method dpo")
-    from lifecycle.align import dpo as stage
-
-    _run_stage("dpo", stage.DPOConfig, stage.run, config, set,
-               {"model": model, "data": data, "max_steps": max_steps}, output, overwrite)
-
-
-@app.command(epilog=_epilog("lifecycle.train.merge:MergeConfig"))
+@app.command(epilog=epilog("lifecycle.train.merge:MergeConfig"))
 def merge(
     model: ModelOpt = None,
     tolerance: Annotated[Optional[float], typer.Option(help="max abs logits difference allowed")] = None,
@@ -125,7 +62,7 @@ def merge(
     """Merge an adapter into its base: an `hf` checkpoint, refused unless logits match (max abs diff)."""
     from lifecycle.train import merge as stage
 
-    _run_stage("merged", stage.MergeConfig, stage.run, config, set,
+    run_stage("merged", stage.MergeConfig, stage.run, config, set,
                {"model": model, "tolerance": tolerance}, output, overwrite)
 
 
@@ -192,7 +129,7 @@ def show(
     print(json.dumps(manifest, indent=2, default=str))
 
 
-@app.command(epilog=_epilog("lifecycle.ship:ShipConfig"))
+@app.command(epilog=epilog("lifecycle.ship:ShipConfig"))
 def ship(
     config: ConfigOpt = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="release directory (default: releases/<timestamp>)")] = None,
@@ -211,13 +148,16 @@ def ship(
 
 def _register_areas() -> None:
     """Each area adds its own commands; their modules import nothing heavy at module level."""
+    from lifecycle.align.cli import register as register_align
     from lifecycle.data.cli import register as register_data
     from lifecycle.eval.cli import register as register_eval
+    from loadtest.cli import register as register_loadtest
+    from quantize.cli import register as register_quantize
     from serve.cli import register as register_serve
 
-    register_data(app)
-    register_eval(app)
-    register_serve(app)
+    for register in (register_align, register_data, register_eval, register_quantize, register_serve,
+                     register_loadtest):
+        register(app)
 
 
 _register_areas()
