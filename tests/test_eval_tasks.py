@@ -87,7 +87,7 @@ def test_task_file_errors(tmp_path):
     with pytest.raises(UserError, match="d.jsonl not found"):
         load_task(t).items()
     (tmp_path / "d.jsonl").write_text('{"prompt": "a", "reference": "b"}\nnot json\n')
-    with pytest.raises(UserError, match="line 2 is not valid JSON"):
+    with pytest.raises(UserError, match="d.jsonl:2: not valid JSON"):
         load_task(t).items()
     with pytest.raises(UserError, match="unknown task 'nope'"):
         resolve_tasks(["nope"])

@@ -2,6 +2,8 @@
 
 Specs:
 - `builtin:sft`, `builtin:pref-style`, `builtin:pref-correctness`, `builtin:pref-mixed`: synthetic data;
+- `builtin:pref-<kind>-heldout` (pairs on held-out sums), `builtin:kto-<kind>` (unpaired good/bad labels),
+  `builtin:prompts` (questions with their answer, for RL);
 - a `.jsonl` file: one JSON object per line;
 - a dataset artifact directory (from `lifecycle data ...`): its `train.jsonl`.
 
@@ -17,6 +19,9 @@ from lifecycle.errors import UserError
 
 SFT_FIELDS = ("messages",)
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
+UNPAIRED_FIELDS = ("prompt", "completion", "label")
+PROMPT_FIELDS = ("prompt",)
+KINDS = ("style", "correctness", "mixed")
 
 
 def load_records(spec: str, required: tuple[str, ...], n: int = 2000, seed: int = 0) -> list[dict]:
@@ -33,7 +38,7 @@ def load_records(spec: str, required: tuple[str, ...], n: int = 2000, seed: int 
                 raise UserError(f"dataset artifact {art.path} has no train.jsonl")
         if not path.is_file():
             raise UserError(f"data file {spec} not found (or use builtin:sft / builtin:pref-style)")
-        records = _read_jsonl(path)
+        records = read_jsonl(path)
     check_fields(records, required, spec)
     return records
 
@@ -45,13 +50,23 @@ def _builtin(name: str, n: int, seed: int) -> list[dict]:
         return synth.sft_records(n, seed)
     if name.startswith("pref-"):
         kind = name[len("pref-"):]
-        if kind in ("style", "correctness", "mixed"):
+        if kind in KINDS:
             return synth.preference_records(n, seed, kind)
-    raise UserError(f"unknown built-in data 'builtin:{name}'; use builtin:sft or builtin:pref-style|"
-                    "pref-correctness|pref-mixed")
+        if kind.endswith("-heldout") and kind[:-len("-heldout")] in KINDS:
+            return synth.heldout_preference_records(n, seed, kind[:-len("-heldout")])
+    if name.startswith("kto-") and name[len("kto-"):] in KINDS:
+        return synth.unpaired_records(n, seed, name[len("kto-"):])
+    if name in ("prompts", "prompts-heldout"):
+        return synth.prompt_records(n, seed, held_out=name.endswith("-heldout"))
+    raise UserError(f"unknown built-in data 'builtin:{name}'; use builtin:sft, builtin:pref-style|"
+                    "pref-correctness|pref-mixed (add -heldout for held-out sums), builtin:kto-style|"
+                    "kto-correctness|kto-mixed or builtin:prompts")
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
+    """Every line a JSON object (blank lines allowed); the first bad line is reported as file:line."""
+    if not Path(path).is_file():
+        raise UserError(f"data file {path} not found")
     records = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):

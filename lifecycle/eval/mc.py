@@ -21,7 +21,8 @@ from pathlib import Path
 
 from lifecycle.engine import Engine
 from lifecycle.errors import UserError
-from lifecycle.eval.tasks import Task, read_jsonl
+from lifecycle.data.load import read_jsonl
+from lifecycle.eval.tasks import Task
 
 LETTERS = "ABCDEFGHIJ"
 HEADERS = {

@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 from lifecycle.engine import Engine
 from lifecycle.errors import UserError
-from lifecycle.eval.tasks import Task, read_jsonl
+from lifecycle.data.load import read_jsonl
+from lifecycle.eval.tasks import Task
 
 Scorer = Callable[[str, Sequence[str]], Sequence[float]]
 

@@ -16,11 +16,11 @@ documented in the module that runs it (see TYPES).
 from __future__ import annotations
 
 import importlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lifecycle.data.load import read_jsonl
 from lifecycle.engine import Prompt
 from lifecycle.errors import UserError
 
@@ -90,25 +90,6 @@ def as_text(engine, prompt: Prompt) -> str:
     if render is None:
         raise UserError("this engine cannot render a chat for scoring; set prompt_format: raw on the task")
     return render(prompt)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise UserError(f"data file {path} not found")
-    rows = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path} line {i} is not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {i} must be a JSON object")
-        rows.append(row)
-    if not rows:
-        raise UserError(f"data file {path} holds no records")
-    return rows
 
 
 def load_task(path: str | Path) -> Task:
