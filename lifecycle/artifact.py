@@ -154,7 +154,7 @@ class Artifact:
         if self.external:
             raise UserError(f"{self.path} is an external checkpoint; its metrics cannot be recorded in place")
         self.manifest.setdefault("metrics", {}).update(metrics)
-        _write_json_atomic(self.path / MANIFEST, self.manifest)
+        write_json_atomic(self.path / MANIFEST, self.manifest)
 
 
 def parent_ref(parent: Artifact | None) -> dict | None:
@@ -163,7 +163,7 @@ def parent_ref(parent: Artifact | None) -> dict | None:
     return {"path": str(parent.path), "sha256": parent.manifest_sha256, "format": parent.format}
 
 
-def _write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=2, sort_keys=False, default=str)
@@ -213,7 +213,7 @@ def write_artifact(
         }
         if extra:
             manifest.update(extra)
-        _write_json_atomic(tmp / MANIFEST, manifest)
+        write_json_atomic(tmp / MANIFEST, manifest)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact should read like any other folder
         if dest.exists():
             old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

@@ -5,7 +5,8 @@
 
 The release directory holds the stage artifacts under `artifacts/` and `release.json`: every stage with
 its artifact, manifest sha256, wall time and metrics, the gate results and the `verdict` (`shipped` or
-`refused`). The directory is built under a temp name and renamed when complete.
+`refused`). Each artifact is written atomically; `release.json` is written last, so a release directory
+without it is incomplete.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class ShipConfig:
             raise UserError(f"unknown gate(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
 
 
+STAGE_METRICS = ("exact_match", "verbose_rate", "raw_exact_match", "reward_accuracy", "reward_margin", "train_loss",
+                 "merge_parity")
+
+
 def decide(metrics: dict, gates: dict) -> tuple[list[dict], str]:
     """Evaluate gates (pure function of metrics): one row per rule, and the verdict."""
     rows = []
@@ -56,15 +61,13 @@ def _stage_cfg(cls, base: dict, user: dict):
 
 def run(cfg: ShipConfig, release: Path) -> dict:
     import datetime as _dt
-    import os
     import shutil
-    import tempfile
     import time
 
     from rich.console import Console
 
     from lifecycle.align import dpo
-    from lifecycle.artifact import Artifact, _write_json_atomic, code_version
+    from lifecycle.artifact import Artifact, write_json_atomic, code_version
     from lifecycle.config import to_dict
     from lifecycle.engine import load_engine
     from lifecycle.eval.arith import chat_eval, raw_eval
@@ -74,65 +77,60 @@ def run(cfg: ShipConfig, release: Path) -> dict:
 
     console = Console()
     release = release.expanduser().resolve()
-    release.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=release.parent, prefix=f".{release.name}.tmp-"))
+    if release.exists():
+        shutil.rmtree(release)  # main() already refused an existing release without --overwrite
+    arts = release / "artifacts"
+    arts.mkdir(parents=True)
     common = {"threads": cfg.threads, "seed": cfg.seed, "eval_items": cfg.eval_items}
     stages: list[dict] = []
 
     def record(name: str, art: Artifact, wall: float, metrics: dict) -> None:
-        stages.append({"stage": name, "artifact": os.path.relpath(art.path, staging) if str(art.path).startswith(str(staging)) else str(art.path),
+        inside = art.path.is_relative_to(release)
+        stages.append({"stage": name, "artifact": str(art.path.relative_to(release)) if inside else str(art.path),
                        "format": art.format, "manifest_sha256": art.manifest_sha256, "wall_s": round(wall, 1),
-                       "metrics": {k: metrics.get(k) for k in ("exact_match", "verbose_rate", "raw_exact_match",
-                                                               "reward_accuracy", "reward_margin", "train_loss",
-                                                               "merge_parity") if k in metrics}})
+                       "metrics": {k: metrics[k] for k in STAGE_METRICS if k in metrics}})
         m = stages[-1]["metrics"]
         console.print(f"[bold]{name}[/bold]: exact_match={m.get('exact_match')} verbose_rate={m.get('verbose_rate')} "
                       f"({wall:.0f}s)")
 
-    try:
-        setup_torch(cfg.threads, cfg.seed)
-        base = resolve(cfg.base)
-        t = time.time()
-        engine = load_engine(base)
-        base_metrics = {**chat_eval(engine, n=cfg.eval_items), **raw_eval(engine, n=cfg.eval_items)}
-        engine.close()
-        record("base", base, time.time() - t, base_metrics)
+    # Each artifact is written atomically in place, so lineage paths stay valid; release.json is written
+    # last and its presence marks a complete release.
+    setup_torch(cfg.threads, cfg.seed)
+    base = resolve(cfg.base)
+    t = time.time()
+    engine = load_engine(base)
+    base_metrics = {**chat_eval(engine, n=cfg.eval_items), **raw_eval(engine, n=cfg.eval_items)}
+    engine.close()
+    record("base", base, time.time() - t, base_metrics)
 
-        arts = staging / "artifacts"
-        t = time.time()
-        sft_cfg = _stage_cfg(sft.SFTConfig, {**common, "model": str(base.path)}, cfg.sft)
-        sft_art = Artifact.load(sft.run(sft_cfg, arts / "sft"))
-        record("sft", sft_art, time.time() - t, sft_art.metrics)
+    t = time.time()
+    sft_cfg = _stage_cfg(sft.SFTConfig, {**common, "model": str(base.path)}, cfg.sft)
+    sft_art = Artifact.load(sft.run(sft_cfg, arts / "sft"))
+    record("sft", sft_art, time.time() - t, sft_art.metrics)
 
-        t = time.time()
-        dpo_cfg = _stage_cfg(dpo.DPOConfig, {**common, "model": str(sft_art.path)}, cfg.dpo)
-        dpo_art = Artifact.load(dpo.run(dpo_cfg, arts / "dpo"))
-        record("dpo", dpo_art, time.time() - t, dpo_art.metrics)
+    t = time.time()
+    dpo_cfg = _stage_cfg(dpo.DPOConfig, {**common, "model": str(sft_art.path)}, cfg.dpo)
+    dpo_art = Artifact.load(dpo.run(dpo_cfg, arts / "dpo"))
+    record("dpo", dpo_art, time.time() - t, dpo_art.metrics)
 
-        t = time.time()
-        merge_cfg = _stage_cfg(merge.MergeConfig, {"threads": cfg.threads, "eval_items": cfg.eval_items,
-                                                   "model": str(dpo_art.path)}, cfg.merge)
-        merged = Artifact.load(merge.run(merge_cfg, arts / "merged"))
-        record("merge", merged, time.time() - t, merged.metrics)
+    t = time.time()
+    merge_cfg = _stage_cfg(merge.MergeConfig, {"threads": cfg.threads, "eval_items": cfg.eval_items,
+                                               "model": str(dpo_art.path)}, cfg.merge)
+    merged = Artifact.load(merge.run(merge_cfg, arts / "merged"))
+    record("merge", merged, time.time() - t, merged.metrics)
 
-        gates, verdict = decide(merged.metrics, cfg.gates)
-        report = {
-            "release": release.name,
-            "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "code_version": code_version(),
-            "config": to_dict(cfg),
-            "stages": stages,
-            "gates": gates,
-            "verdict": verdict,
-            "artifact": "artifacts/merged",
-        }
-        _write_json_atomic(staging / "release.json", report)
-        if release.exists():
-            shutil.rmtree(release)
-        os.replace(staging, release)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    gates, verdict = decide(merged.metrics, cfg.gates)
+    report = {
+        "release": release.name,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(),
+        "config": to_dict(cfg),
+        "stages": stages,
+        "gates": gates,
+        "verdict": verdict,
+        "artifact": "artifacts/merged",
+    }
+    write_json_atomic(release / "release.json", report)
     for g in gates:
         mark = "[green]pass[/green]" if g["passed"] else "[red]FAIL[/red]"
         console.print(f"gate {g['rule']} {g['threshold']}: value {g['value']} {mark}")

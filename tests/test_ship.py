@@ -36,8 +36,14 @@ def test_refused_release_exits_nonzero(tmp_path):
     assert [s["stage"] for s in release["stages"]] == ["base", "sft", "dpo", "merge"]
     [gate] = release["gates"]
     assert gate["passed"] is False and gate["by"] < 0
-    assert (tmp_path / "rel" / "artifacts" / "merged" / "manifest.json").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rel")]
+    from lifecycle.artifact import Artifact
+    from lifecycle.train.common import adapter_base
+
+    merged = Artifact.load(tmp_path / "rel" / "artifacts" / "merged")
+    dpo = Artifact.load(tmp_path / "rel" / "artifacts" / "dpo")
+    assert merged.parent["path"] == str(dpo.path)  # lineage points at real folders
+    assert adapter_base(dpo).path == (tmp_path / "rel" / "artifacts" / "sft").resolve()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
 @pytest.mark.slow
