@@ -110,3 +110,16 @@ def test_plain_hf_checkpoint_is_accepted(tmp_path, base_artifact, torch_one_thre
     (ckpt / "config.json").write_text((ckpt / "config.json").read_text().replace("}", ', "note": 1}', 1))
     with pytest.raises(UserError, match="missing or changed"):
         adapter_base(adapter)
+
+
+def test_dora_adapter_trains_and_merges(tmp_path, base_artifact, torch_one_thread):
+    from lifecycle.train import merge, sft
+
+    cfg = sft.SFTConfig(model=str(base_artifact.path), method="dora", max_steps=2, batch_size=2, n_examples=8,
+                        eval_items=0, threads=1)
+    adapter = Artifact.load(sft.run(cfg, tmp_path / "dora"))
+    assert adapter.manifest["adapter_method"] == "dora"
+    assert json.loads((adapter.path / "adapter_config.json").read_text())["use_dora"] is True
+    merged = Artifact.load(merge.run(merge.MergeConfig(model=str(adapter.path), eval_items=0, threads=1),
+                                     tmp_path / "merged"))
+    assert merged.metrics["merge_parity"]["logits_max_abs_diff"] <= 1e-3
