@@ -1,1 +1,1 @@
-"""Alignment stages (DPO; more methods later)."""
+"""Alignment stages: DPO family, ORPO, CPO, SimPO, KTO, GRPO, RLOO and reward models."""

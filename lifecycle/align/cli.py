@@ -1,4 +1,7 @@
-"""`lifecycle align`: preference and RL alignment commands. Heavy imports stay inside command bodies."""
+"""`lifecycle align` and `lifecycle reward`: preference, RL and reward-model commands.
+
+Heavy imports stay inside command bodies; the method table lives in `lifecycle.align.methods`.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +9,48 @@ from typing import Annotated, Optional
 
 import typer
 
-from lifecycle.cli_common import ConfigOpt, ModelOpt, OutputOpt, OverwriteOpt, SetOpt, epilog, run_stage
-from lifecycle.errors import UserError
+from lifecycle.cli_common import (
+    ConfigOpt,
+    ModelOpt,
+    OutputOpt,
+    OverwriteOpt,
+    SetOpt,
+    epilog,
+    run_stage,
+)
+
+
+def _methods_help() -> str:
+    from lifecycle.align.methods import help_text
+
+    return help_text()
 
 
 def register(root: typer.Typer) -> None:
-    @root.command(epilog=epilog("lifecycle.align.dpo:DPOConfig"))
+    @root.command(epilog=_methods_help())
     def align(
-        method: Annotated[str, typer.Option(help="alignment method: dpo")] = "dpo",
+        method: Annotated[str, typer.Option(help="dpo | ipo | simpo | cpo | orpo | kto | grpo | rloo (no PPO: TRL 1.x removed it)")] = "dpo",
         model: ModelOpt = None,
-        data: Annotated[Optional[str], typer.Option(help="builtin:pref-style|pref-correctness|pref-mixed, or a .jsonl of prompt/chosen/rejected")] = None,
+        data: Annotated[Optional[str], typer.Option(help="pairs (builtin:pref-*), unpaired labels (builtin:kto-*), prompts (builtin:prompts), or a .jsonl")] = None,
         max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
         config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
     ) -> None:
-        """Align a policy on preference pairs (TRL DPO, reference = the given policy)."""
-        if method != "dpo":
-            raise UserError(f"align method '{method}' is not available yet; use --method dpo")
-        from lifecycle.align import dpo as stage
+        """Align a policy: offline preference methods (DPO family, ORPO, CPO, SimPO, KTO) or RL (GRPO, RLOO)."""
+        from lifecycle.align.methods import lookup
 
-        run_stage("dpo", stage.DPOConfig, stage.run, config, set,
-                   {"model": model, "data": data, "max_steps": max_steps}, output, overwrite)
+        cls, run = lookup(method)
+        run_stage(method, cls, run, config, set, {"model": model, "data": data, "max_steps": max_steps},
+                  output, overwrite)
+
+    @root.command(epilog=epilog("lifecycle.align.reward:RewardConfig"))
+    def reward(
+        model: ModelOpt = None,
+        data: Annotated[Optional[str], typer.Option(help="pairs prompt/chosen/rejected: builtin:pref-correctness|pref-style|pref-mixed or a .jsonl")] = None,
+        max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
+        config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
+    ) -> None:
+        """Train a reward model (TRL RewardTrainer) and report pairwise accuracy on held-out pairs."""
+        from lifecycle.align import reward as stage
+
+        run_stage("reward", stage.RewardConfig, stage.run, config, set,
+                  {"model": model, "data": data, "max_steps": max_steps}, output, overwrite)

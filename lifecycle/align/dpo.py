@@ -38,6 +38,8 @@ class DPOConfig:
     threads: int = field(2, help="torch threads")
     trust_remote_code: bool = field(False, help="allow custom model code from the checkpoint")
 
+    METHOD = "dpo"  # class attribute: the name recorded in the manifest
+
     def __post_init__(self) -> None:
         if not self.model:
             raise UserError("DPO needs --model: the SFT artifact to align (it is also the reference)")
@@ -85,7 +87,7 @@ def run(cfg: DPOConfig, out: Path) -> Path:
     })
     if cfg.eval_items:
         metrics.update(stage_eval(trainer.model, tok, cfg.eval_items))
-    with write_artifact(out, format="adapter", stage="align", parent=policy, options={"method": "dpo", **to_dict(cfg)},
+    with write_artifact(out, format="adapter", stage="align", parent=policy, options={"method": cfg.METHOD, **to_dict(cfg)},
                         metrics=metrics, extra={"base": base_ref(policy), "adapter_method": "lora"}) as tmp:
         trainer.model.save_pretrained(tmp)
         save_tokenizer(tok, tmp)

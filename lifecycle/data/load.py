@@ -53,7 +53,7 @@ def _builtin(name: str, n: int, seed: int) -> list[dict]:
         if kind in KINDS:
             return synth.preference_records(n, seed, kind)
         if kind.endswith("-heldout") and kind[:-len("-heldout")] in KINDS:
-            return synth.heldout_preference_records(n, seed, kind[:-len("-heldout")])
+            return synth.preference_records(n, seed, kind[:-len("-heldout")], held_out=True)
     if name.startswith("kto-") and name[len("kto-"):] in KINDS:
         return synth.unpaired_records(n, seed, name[len("kto-"):])
     if name in ("prompts", "prompts-heldout"):

@@ -121,18 +121,18 @@ def _wrong(a: int, b: int, rng: random.Random) -> int:
     return c + rng.choice([-11, -10, -2, -1, 1, 2, 10, 11]) if c > 11 else c + rng.randint(1, 9)
 
 
-def preference_records(n: int, seed: int = 0, kind: str = "style") -> list[dict]:
+def preference_records(n: int, seed: int = 0, kind: str = "style", held_out: bool = False) -> list[dict]:
     """Preference pairs in conversational form: {"prompt": [...], "chosen": [...], "rejected": [...]}.
 
     kind: "style" (concise over verbose, both correct), "correctness" (right over wrong, both concise),
-    or "mixed" (half each).
+    or "mixed" (half each). `held_out=True` draws only held-out sums: pairs for measuring, not training.
     """
     if kind not in ("style", "correctness", "mixed"):
         raise ValueError(f"unknown preference kind {kind!r}; use style, correctness or mixed")
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        a, b = _pair(rng, held_out=False)
+        a, b = _pair(rng, held_out=held_out)
         k = kind if kind != "mixed" else ("style" if i % 2 == 0 else "correctness")
         chosen = concise_answer(a, b)
         rejected = verbose_answer(a, b, rng) if k == "style" else str(_wrong(a, b, rng))
@@ -141,6 +141,39 @@ def preference_records(n: int, seed: int = 0, kind: str = "style") -> list[dict]
             "chosen": [{"role": "assistant", "content": chosen}],
             "rejected": [{"role": "assistant", "content": rejected}],
         })
+    return out
+
+
+def unpaired_records(n: int, seed: int = 0, kind: str = "style") -> list[dict]:
+    """Unpaired good/bad labels for KTO: {"prompt": [...], "completion": [...], "label": bool}.
+
+    kind: "style" (concise is good, verbose bad), "correctness" (right is good, wrong bad) or "mixed".
+    Half the records are desirable; each prompt gets one completion only.
+    """
+    if kind not in ("style", "correctness", "mixed"):
+        raise ValueError(f"unknown unpaired kind {kind!r}; use style, correctness or mixed")
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b = _pair(rng, held_out=False)
+        k = kind if kind != "mixed" else ("style" if i % 4 < 2 else "correctness")
+        good = i % 2 == 0
+        if good:
+            text = concise_answer(a, b)
+        else:
+            text = verbose_answer(a, b, rng) if k == "style" else str(_wrong(a, b, rng))
+        out.append({"prompt": [{"role": "user", "content": question(a, b, rng)}],
+                    "completion": [{"role": "assistant", "content": text}], "label": good})
+    return out
+
+
+def prompt_records(n: int, seed: int = 0, held_out: bool = False) -> list[dict]:
+    """Chat prompts with their true sum, for RL: {"prompt": [...], "answer": int}."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        a, b = _pair(rng, held_out=held_out)
+        out.append({"prompt": [{"role": "user", "content": question(a, b, rng)}], "answer": a + b})
     return out
 
 
