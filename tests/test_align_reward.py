@@ -45,3 +45,14 @@ def test_reward_refuses_wrong_inputs(tmp_path, base_artifact, sft_adapter):
         reward.load_reward_model(sft_adapter)
     with pytest.raises(UserError, match="full, lora"):
         reward.RewardConfig(model="x", method="qlora")
+
+
+def test_reward_model_judges_eval_preferences(reward_artifact):
+    """The eval layer's preference task can use a reward artifact as its judge."""
+    from lifecycle.eval.preference import make_judge
+
+    judge = make_judge(f"reward-model:{reward_artifact.path}")
+    assert judge("What is 12+34?", "46", "Sure! The answer is 46.", "46") == "a"
+    assert judge("What is 12+34?", "Sure! The answer is 46.", "46", "46") == "b"
+    with pytest.raises(UserError, match="needs a path"):
+        make_judge("reward-model")

@@ -6,8 +6,8 @@ A judge is any callable `(prompt, a, b, reference) -> "a" | "b" | "tie"`. Built-
   (bare-number) reply: the built-in task's style preference, judged by code;
 - `endpoint`: a chat model at `judge_url` asked which reply is better, in both orders (a disagreement
   between the two orders counts as a tie, which cancels position bias);
+- `reward-model:PATH`: a `reward` artifact from `lifecycle reward` scores both replies; the higher wins;
 - `module:function`: any importable judge callable.
-Judging with a reward-model artifact waits for the reward model stage (issue 4).
 Metrics: `win_rate` = (wins + ties / 2) / n, and `tie_rate`, `loss_rate`.
 """
 
@@ -64,6 +64,24 @@ class EndpointJudge:
         return first if first == second else "tie"
 
 
+class RewardModelJudge:
+    """Score both replies with a learned reward model; a difference under `margin` is a tie."""
+
+    def __init__(self, path: str, margin: float = 1e-4):
+        from lifecycle.align.reward import load_reward_model
+        from lifecycle.models import resolve
+
+        self.model, self.tok = load_reward_model(resolve(path))
+        self.margin = margin
+
+    def __call__(self, prompt: str, a: str, b: str, reference: str | None = None) -> str:
+        from lifecycle.align.reward import score
+
+        chat = [{"role": "user", "content": prompt}]
+        sa, sb = score(self.model, self.tok, [chat, chat], [[{"role": "assistant", "content": r}] for r in (a, b)])
+        return "a" if sa > sb + self.margin else "b" if sb > sa + self.margin else "tie"
+
+
 def make_judge(spec: str, url: str | None = None, model: str | None = None) -> Judge:
     if spec == "rule:concise-correct":
         return concise_correct
@@ -72,8 +90,10 @@ def make_judge(spec: str, url: str | None = None, model: str | None = None) -> J
             raise UserError("judge: endpoint needs a URL: set judge_url on the task or pass --judge-endpoint")
         return EndpointJudge(url, model)
     if spec.startswith("reward-model"):
-        raise UserError("judging with a reward-model artifact waits for the reward model stage (issue 4); "
-                        "use judge: endpoint (--judge-endpoint URL) or a module:function judge")
+        path = spec.partition(":")[2]
+        if not path:
+            raise UserError("judge reward-model needs a path: reward-model:runs/rm (made by `lifecycle reward`)")
+        return RewardModelJudge(path)
     if ":" in spec:
         module, name = spec.split(":", 1)
         try:
