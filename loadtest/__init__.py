@@ -1,1 +1,4 @@
-"""Locust load tests with SLO thresholds against the OpenAI-compatible endpoint (not built yet)."""
+"""Locust load tests against the OpenAI-compatible endpoint, with SLO checks (`lifecycle loadtest`).
+
+`locustfile.py` runs with the stock `locust -f`; `run.py` drives it headless in a subprocess.
+"""
