@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Iterator, Union
+from typing import Callable, Iterable, Iterator, Union
 
 from lifecycle.artifact import Artifact
 from lifecycle.errors import UserError
@@ -93,6 +93,55 @@ class Engine(ABC):
         """Release memory; the engine is unusable afterwards."""
 
 
+def first_stop(text: str, stops: list[str]) -> int | None:
+    """Index of the earliest stop string in `text`, or None."""
+    hits = [text.find(s) for s in stops if s and s in text]
+    return min(hits) if hits else None
+
+
+def stop_prefix_len(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of `text` that is a proper prefix of some stop string."""
+    best = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                best = max(best, k)
+                break
+    return best
+
+
+def detokenize_stream(tokens: Iterable[int], decode: Callable[[list[int]], str], params: SamplingParams,
+                      eos_ids: Iterable[int]) -> Iterator[StreamEvent]:
+    """Turn generated token ids into StreamEvents: EOS and stop strings end it, and text that could still
+    become a stop string (or an incomplete UTF-8 sequence) is held back until it is resolved."""
+    eos = set(eos_ids)
+    new: list[int] = []
+    sent, reason, stopped = 0, "length", False
+    for t in tokens:
+        new.append(t)
+        if t in eos:
+            reason = "stop"
+            break
+        text = decode(new)
+        cut = first_stop(text, params.stop)
+        if cut is not None:
+            if cut > sent:
+                yield StreamEvent(text[sent:cut], completion_tokens=len(new))
+            sent, reason, stopped = cut, "stop", True
+            break
+        safe = len(text) - stop_prefix_len(text, params.stop)
+        if text.endswith("\ufffd"):
+            safe = min(safe, len(text) - 1)
+        if safe > sent:
+            yield StreamEvent(text[sent:safe], completion_tokens=len(new))
+            sent = safe
+    if not stopped:  # flush what was held back
+        text = decode(new)
+        if len(text) > sent:
+            yield StreamEvent(text[sent:], completion_tokens=len(new))
+    yield StreamEvent("", finish_reason=reason, completion_tokens=len(new))
+
+
 # format name -> "module:Class". Format modules in quantize/ add theirs with register_engine.
 _ENGINES: dict[str, str] = {}
 
@@ -128,3 +177,14 @@ def load_engine(artifact: Artifact | str, **options) -> Engine:
 
 register_engine("hf", "lifecycle.engines.hf:HFEngine")
 register_engine("adapter", "lifecycle.engines.hf:HFEngine")
+# quantization formats (issue 5): engines live in quantize/, imported only when such an artifact loads
+register_engine("int8", "quantize.torch_formats:TorchQuantEngine")
+register_engine("fp8", "quantize.torch_formats:TorchQuantEngine")
+register_engine("int4", "quantize.torch_formats:TorchQuantEngine")
+register_engine("gptq", "quantize.gptq:GPTQEngine")
+register_engine("gguf-f16", "quantize.gguf_format:GGUFEngine")
+register_engine("gguf-q8_0", "quantize.gguf_format:GGUFEngine")
+register_engine("gguf-q4_0", "quantize.gguf_format:GGUFEngine")
+register_engine("gguf-q4_k_m", "quantize.gguf_format:GGUFEngine")
+register_engine("onnx", "quantize.onnx_genai:OnnxGenAIEngine")
+register_engine("onnx-int4", "quantize.onnx_genai:OnnxGenAIEngine")

@@ -7,7 +7,8 @@ import threading
 from typing import Iterator
 
 from lifecycle.artifact import Artifact
-from lifecycle.engine import Completion, Engine, Prompt, SamplingParams, Score, StreamEvent
+from lifecycle.engine import (Completion, Engine, Prompt, SamplingParams, Score, StreamEvent, detokenize_stream,
+                              first_stop)
 from lifecycle.errors import UserError
 
 
@@ -79,7 +80,7 @@ class HFEngine(Engine):
                 new_ids, reason = new_ids[: i + 1], "stop"
                 break
         text = self.tok.decode(new_ids, skip_special_tokens=True)
-        cut = _first_stop(text, params.stop)
+        cut = first_stop(text, params.stop)
         if cut is not None:
             text, reason = text[:cut], "stop"
         return text, len(new_ids), reason
@@ -139,42 +140,17 @@ class HFEngine(Engine):
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        new: list[int] = []
-        sent = 0
-        reason, stopped_by_string = "length", False
-        try:
-            while True:
-                item = tokens.get()
-                if item is None:
-                    break
+
+        def produced() -> Iterator[int]:
+            while (item := tokens.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                if item in self.eos_ids:
-                    new.append(item)
-                    reason = "stop"
-                    halt.set()
-                    break
-                new.append(item)
-                text = self.tok.decode(new, skip_special_tokens=True)
-                cut = _first_stop(text, params.stop)
-                if cut is not None:
-                    if cut > sent:
-                        yield StreamEvent(text[sent:cut], completion_tokens=len(new))
-                    sent, reason, stopped_by_string = cut, "stop", True
-                    halt.set()
-                    break
-                safe = len(text) - _stop_prefix_len(text, params.stop)
-                if text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for the next byte token
-                    safe = min(safe, len(text) - 1)
-                if safe > sent:
-                    yield StreamEvent(text[sent:safe], completion_tokens=len(new))
-                    sent = safe
-            if not stopped_by_string:  # flush text held back as a possible stop prefix
-                text = self.tok.decode(new, skip_special_tokens=True)
-                if len(text) > sent:
-                    yield StreamEvent(text[sent:], completion_tokens=len(new))
-            yield StreamEvent("", finish_reason=reason, completion_tokens=len(new))
-        finally:
+                yield item
+
+        try:
+            yield from detokenize_stream(produced(), lambda ids: self.tok.decode(ids, skip_special_tokens=True),
+                                         params, self.eos_ids)
+        finally:  # EOS, a stop string or a closed consumer: stop the generating thread
             halt.set()
             worker.join(timeout=30)
 
@@ -224,19 +200,3 @@ class _QueueStreamer:
 
     def end(self) -> None:
         pass
-
-
-def _first_stop(text: str, stops: list[str]) -> int | None:
-    hits = [text.find(s) for s in stops if s and s in text]
-    return min(hits) if hits else None
-
-
-def _stop_prefix_len(text: str, stops: list[str]) -> int:
-    """Length of the longest tail of `text` that is a proper prefix of some stop string."""
-    best = 0
-    for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                best = max(best, k)
-                break
-    return best
