@@ -163,7 +163,16 @@ def _register_areas() -> None:
 _register_areas()
 
 
+# Optional quantization libraries log import-time chatter (missing CUDA kernels, deprecations) at WARNING;
+# it is noise on a CPU and would bury the one-line errors this CLI promises.
+NOISY_LOGGERS = ("torchao", "bitsandbytes", "torch.utils._pytree")
+
+
 def main() -> None:
+    import logging
+
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         app()
     except UserError as e:
