@@ -215,9 +215,18 @@ class GGUFEngine(TokenEngine):
                     logits_all=True, verbose=False, n_batch=512)
         return cls(llm, load_tokenizer(artifact.path), artifact)
 
+    def _sync(self, ids: list[int]) -> None:
+        """Evaluate `ids`, reusing the longest prefix already in llama.cpp's KV cache (as llama-cpp-python's
+        own generate does); the last token is always evaluated so its logits are fresh."""
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        k, limit = 0, min(len(cached), len(ids) - 1)
+        while k < limit and cached[k] == ids[k]:
+            k += 1
+        self.llm.n_tokens = k  # eval() drops the KV cache from here on
+        self.llm.eval(ids[k:])
+
     def _prefill(self, ids: list[int]) -> np.ndarray:
-        self.llm.reset()
-        self.llm.eval(ids)
+        self._sync(ids)
         return np.array(self.llm.scores[self.llm.n_tokens - 1])
 
     def _step(self, token: int) -> np.ndarray:
@@ -225,8 +234,7 @@ class GGUFEngine(TokenEngine):
         return np.array(self.llm.scores[self.llm.n_tokens - 1])
 
     def logits(self, ids: list[int]) -> np.ndarray:
-        self.llm.reset()
-        self.llm.eval(ids)
+        self._sync(ids)
         return np.array(self.llm.scores[: len(ids)])
 
     def close(self) -> None:

@@ -98,6 +98,21 @@ def test_gguf_engine_serves_concurrent_streams(gguf_artifacts):
         engine.close()
 
 
+def test_gguf_prompt_cache_reuse_changes_nothing(gguf_artifacts):
+    """Reusing the KV cache of a shared prompt prefix must give the same logits as a fresh evaluation."""
+    engine = load_engine(gguf_artifacts["gguf-q8_0"].path, threads=1)
+    try:
+        ids_a, ids_b = engine.tok("12+34=46").input_ids, engine.tok("12+35=47").input_ids
+        fresh = engine.logits(ids_b)
+        engine.llm.reset()
+        engine.logits(ids_a)  # leaves "12+3" cached: ids_b reuses it
+        reused = engine.logits(ids_b)
+        assert abs(fresh - reused).max() < 1e-4
+        assert engine.score([("12+34=", "46")]) == engine.score([("12+34=", "46")])
+    finally:
+        engine.close()
+
+
 def test_gguf_tamper_refused(gguf_artifacts, tmp_path):
     copy = tmp_path / "q4"
     shutil.copytree(gguf_artifacts["gguf-q4_0"].path, copy)
