@@ -229,12 +229,6 @@ def test_cli_collect_counts_failures(tmp_path):
 
 
 def test_builtin_tokenizer_counts_tokens(tmp_path):
-    from lifecycle.models import resolve
-
-    try:
-        resolve("tiny-arith", verify=False)
-    except UserError:
-        pytest.skip("built-in tiny-arith artifact not present in this checkout")
     rep = _report(_prep(tmp_path, [FIX / "alpaca.jsonl"], tokenizer="tiny-arith", validation_fraction=0,
                         test_fraction=0))
     assert rep["token_length"]["max"] > 20  # subword tokens outnumber the whitespace words
