@@ -129,20 +129,23 @@ def show(
     print(json.dumps(manifest, indent=2, default=str))
 
 
-@app.command(epilog=epilog("lifecycle.ship:ShipConfig"))
+@app.command(epilog=epilog("lifecycle.release.config:ShipConfig"))
 def ship(
     config: ConfigOpt = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="release directory (default: releases/<timestamp>)")] = None,
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Run the release: SFT -> DPO -> merge on the built-in default (or a config), evaluate, gate, write a release.
+    """Build a release: data -> SFT -> align -> merge -> quantize -> eval -> bench [-> deploy], then gate it.
 
-    Exits 0 when the release ships and 1 when a gate refuses it.
+    Every stage is cached by a hash of its inputs, config and code: a re-run with nothing changed redoes
+    nothing, and a killed run resumes from the last completed stage. Nested fields take dotted --set keys
+    (--set bench.enabled=false, --set formats=[gguf-q8_0,int8]). The release directory holds the artifacts,
+    release.json, a model card (README.md) and report.html. Exits 0 when it ships, 1 when a gate refuses it.
     """
-    from lifecycle import ship as stage
+    from lifecycle.release import pipeline
 
-    verdict = stage.main(config, output, set, overwrite)
+    verdict = pipeline.main(config, output, set, overwrite)
     raise typer.Exit(0 if verdict == "shipped" else 1)
 
 

@@ -42,6 +42,8 @@ def _coerce(name: str, tp: Any, value: Any) -> Any:
             raise UserError(f"config field '{name}' expects a list, got {value!r}")
         return [_coerce(name, args[0] if args else str, v) for v in value]
     if origin is dict:
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            value = _yaml_value(value)
         if not isinstance(value, dict):
             raise UserError(f"config field '{name}' expects a mapping, got {value!r}")
         return value
@@ -79,8 +81,37 @@ def build(cls: type[T], yaml_path: str | Path | None = None, overrides: dict | N
         if "=" not in item:
             raise UserError(f"--set expects key=value, got {item!r}")
         k, v = item.split("=", 1)
-        values[k.strip()] = v.strip()
+        k, v = k.strip(), v.strip()
+        if "." in k:  # a nested field of a mapping: `--set bench.enabled=false`; the value is read as YAML
+            top, *path = k.split(".")
+            start = values.get(top) or _default(cls, top) or {}
+            if isinstance(start, list):  # a list of names is a mapping of names to empty options
+                start = {str(name): {} for name in start}
+            node = values[top] = dict(start)
+            for part in path[:-1]:
+                node[part] = node = dict(node.get(part) or {})
+            node[path[-1]] = _yaml_value(v)
+        else:
+            values[k] = v
     return from_dict(cls, values)
+
+
+def _default(cls: type, name: str) -> Any:
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            return None if f.default is dataclasses.MISSING else f.default
+    return None
+
+
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def from_dict(cls: type[T], values: dict) -> T:

@@ -1,63 +1,194 @@
-"""`lifecycle ship` end to end: a refused release on an impossible gate, and the built-in default."""
+"""`lifecycle ship`: gates, the stage cache (hits, exact invalidation, kill and resume), hashes, diff, and the
+built-in default end to end. Ship runs go through the real CLI in a subprocess.
+
+    python -m pytest tests/test_ship.py -q
+"""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
-from lifecycle.ship import decide
+from lifecycle.artifact import Artifact, sha256_file
+from lifecycle.release.pipeline import decide
+
+QUICK = """\
+threads: 1
+data: {n_sft: 200, n_pref: 100}
+sft: {max_steps: 20, batch_size: 8, eval_items: 20}
+align: {method: dpo, max_steps: 8, batch_size: 8, eval_items: 20}
+merge: {eval_items: 20}
+formats: {gguf-q8_0: {eval_items: 20, parity_prompts: 8}, int8: {eval_items: 20, parity_prompts: 8}}
+eval: {limit: 20}
+bench: {concurrency: [1], num_prompts: 4, warmup: 1}
+gates:
+  all: ["addition/exact_match >= 0.0", "bench/errors <= 0"]
+  quantized: ["parity/top1_agreement >= 0.9"]
+"""
 
 
-def _ship(tmp_path, *args, timeout=1800):
-    env = {**os.environ, "LIFECYCLE_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+def _env(cache: Path) -> dict:
+    return {**os.environ, "LIFECYCLE_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1", "LIFECYCLE_HOME": str(cache)}
+
+
+def _ship(cwd: Path, home: Path, *args, timeout=1800) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lifecycle.cli", "ship", *args], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=tmp_path)
+                          timeout=timeout, env=_env(home), cwd=cwd)
 
 
-def test_decide_is_a_pure_function_of_metrics():
-    rows, verdict = decide({"exact_match": 0.95, "verbose_rate": 0.3}, {"exact_match_min": 0.9, "verbose_rate_max": 0.2})
-    assert verdict == "refused"
-    assert [r["passed"] for r in rows] == [True, False]
-    assert rows[1]["by"] == pytest.approx(0.1)
-    assert decide({}, {"exact_match_min": 0.5})[1] == "refused"
+def _release(path: Path) -> dict:
+    return json.loads((path / "release.json").read_text())
 
 
-def test_refused_release_exits_nonzero(tmp_path):
-    cfg = tmp_path / "ship.yaml"
-    cfg.write_text("sft: {max_steps: 2, batch_size: 4, n_examples: 16}\n"
-                   "dpo: {max_steps: 2, batch_size: 4, n_examples: 16}\n"
-                   "eval_items: 10\nthreads: 1\ngates: {exact_match_min: 1.01}\n")
-    out = _ship(tmp_path, "--config", str(cfg), "--output", "rel")
-    assert out.returncode == 1, out.stderr
-    release = json.loads((tmp_path / "rel" / "release.json").read_text())
-    assert release["verdict"] == "refused"
-    assert [s["stage"] for s in release["stages"]] == ["base", "sft", "dpo", "merge"]
-    [gate] = release["gates"]
-    assert gate["passed"] is False and gate["by"] < 0
-    from lifecycle.artifact import Artifact
-    from lifecycle.train.common import adapter_base
+def _ran(release: dict) -> set[tuple]:
+    return {(s["stage"], s["target"]) for s in release["stages"] if not s["cached"]}
 
-    merged = Artifact.load(tmp_path / "rel" / "artifacts" / "merged")
-    dpo = Artifact.load(tmp_path / "rel" / "artifacts" / "dpo")
-    assert merged.parent["path"] == str(dpo.path)  # lineage points at real folders
-    assert adapter_base(dpo).path == (tmp_path / "rel" / "artifacts" / "sft").resolve()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """One quick release r1 with its own stage cache; later tests ship again into the same cache."""
+    root = tmp_path_factory.mktemp("ship")
+    (root / "quick.yaml").write_text(QUICK)
+    out = _ship(root, root / "home", "--config", "quick.yaml", "-o", "r1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return root
+
+
+def test_decide_is_pure_and_scoped():
+    gates = {"all": ["addition/exact_match >= 0.9", "bench/errors <= 0"],
+             "quantized": ["addition/exact_match >= 97% of baseline"]}
+    metrics = {"merged": {"addition/exact_match": 0.95},
+               "gguf-q4_0": {"addition/exact_match": 0.91}}
+    rows, failed = decide(gates, metrics, disabled={"bench"})
+    assert [(r["artifact"], r["passed"]) for r in rows] == [
+        ("merged", True), ("merged", None), ("gguf-q4_0", True), ("gguf-q4_0", None), ("gguf-q4_0", False)]
+    assert rows[-1]["threshold"] == pytest.approx(0.95 * 0.97) and rows[-1]["by"] == pytest.approx(0.91 - 0.9215)
+    assert failed == ["gguf-q4_0: addition/exact_match >= 97% of baseline: 0.91 vs 0.9215 (by -0.0115)"]
+    rows2, failed2 = decide(gates, metrics)  # with bench on, a missing bench metric fails
+    assert "metric missing" in failed2[0] and decide(gates, metrics) == (rows2, failed2)
+
+
+def test_first_ship_runs_every_stage_and_records_hashes(quick):
+    rel = _release(quick / "r1")
+    assert rel["verdict"] == "shipped" and rel["schema"] == "lifecycle.release/1"
+    assert [s["stage"] for s in rel["stages"]] == [
+        "data-sft", "data-pref", "sft", "align", "merge", "quantize", "quantize",
+        "eval", "eval", "eval", "eval", "bench", "bench", "bench"]
+    assert not any(s["cached"] for s in rel["stages"])
+    assert list(rel["artifacts"]) == ["merged", "gguf-q8_0", "int8"]
+    for stage in rel["stages"]:  # every output hash in release.json matches the file in the release
+        for rel_path, digest in stage["outputs"].items():
+            assert sha256_file(quick / "r1" / rel_path) == digest, rel_path
+    for name in ("sft", "align", "merged", "gguf-q8_0", "int8"):
+        art = Artifact.load(quick / "r1" / "artifacts" / name)  # verifies every file's sha256
+        assert art.name == name
+    assert rel["artifacts"]["gguf-q8_0"]["parity"]["top1_agreement"] >= 0.9
+    assert rel["artifacts"]["int8"]["bench"]["levels"][0]["errors"] == 0
+    assert (quick / "r1" / "README.md").is_file() and (quick / "r1" / "report.html").is_file()
+    assert [p.name for p in quick.iterdir() if p.name.startswith(".")] == []
+
+
+def test_rerun_with_nothing_changed_hits_the_cache_for_every_stage(quick):
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    r1, r2 = _release(quick / "r1"), _release(quick / "r2")
+    assert _ran(r2) == set() and all(s["cached"] for s in r2["stages"])
+    assert [s["key"] for s in r1["stages"]] == [s["key"] for s in r2["stages"]]
+    assert r1["artifacts"]["merged"]["eval"] == r2["artifacts"]["merged"]["eval"]
+    assert "14/14 stages from the cache" in out.stdout
+
+
+def test_quant_option_change_reruns_only_that_format(quick):
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r3",
+                "--set", "formats.int8={eval_items: 20, parity_prompts: 4}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _ran(_release(quick / "r3")) == {("quantize", "int8"), ("eval", "int8"), ("bench", "int8")}
+
+
+def test_gate_change_only_redecides_and_refuses(quick):
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r4",
+                "--set", "gates.all=[addition/exact_match >= 1.01]")
+    assert out.returncode == 1, out.stdout + out.stderr
+    rel = _release(quick / "r4")
+    assert rel["verdict"] == "refused" and _ran(rel) == set()
+    assert len(rel["failed"]) == 3 and rel["failed"][0].startswith("merged: addition/exact_match >= 1.01: ")
+    assert all(r["by"] < 0 for r in rel["gates"] if r["rule"].startswith("addition"))
+    assert "gate failed" in out.stdout and "verdict: refused" in out.stdout
+
+    from lifecycle.release.releases import diff_data
+
+    diff = json.dumps(diff_data(quick / "r1", quick / "r4"))
+    assert "refused" in diff and "1.01" in diff
+
+
+def test_damaged_cache_entry_is_rebuilt_not_used(quick, tmp_path):
+    rel = _release(quick / "r1")
+    entry = Path(rel["artifacts"]["gguf-q8_0"]["path"])
+    cached_files = list((quick / "home" / "cache" / "ship").glob(f"*/{entry.name}/*.gguf"))
+    assert len(cached_files) == 1
+    cached_files[0].write_bytes(b"not a gguf")  # also damages r1's hard link: load must refuse it
+    with pytest.raises(Exception, match="sha256|changed|modified"):
+        Artifact.load(quick / "r1" / "artifacts" / "gguf-q8_0")
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r5")
+    assert out.returncode == 0, out.stdout + out.stderr
+    # rebuilt, it has a new manifest hash, so what measured it runs again too
+    assert _ran(_release(quick / "r5")) == {("quantize", "gguf-q8_0"), ("eval", "gguf-q8_0"), ("bench", "gguf-q8_0")}
+    Artifact.load(quick / "r5" / "artifacts" / "gguf-q8_0")
+
+
+def test_killed_run_resumes_from_the_last_completed_stage(tmp_path):
+    (tmp_path / "quick.yaml").write_text(QUICK.replace(", int8: {eval_items: 20, parity_prompts: 8}", "")
+                                         .replace("bench: {", "bench: {enabled: false, "))
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "lifecycle.cli", "ship", "--config", "quick.yaml", "-o", "rel"],
+                            cwd=tmp_path, env=_env(home), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    cache = home / "cache" / "ship"
+    deadline = time.monotonic() + 600
+    while not list(cache.glob("*/sft/manifest.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert proc.poll() is None, "ship finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-align
+    proc.wait()
+    assert not (tmp_path / "rel").exists()
+    complete = [p for p in cache.glob("*/*") if not p.name.startswith(".")]
+    assert {p.name for p in complete} == {"data-sft", "data-pref", "sft"}
+    for p in complete:
+        Artifact.load(p)
+    out = _ship(tmp_path, home, "--config", "quick.yaml", "-o", "rel")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rel = _release(tmp_path / "rel")
+    assert {s["stage"] for s in rel["stages"] if s["cached"]} == {"data-sft", "data-pref", "sft"}
+    assert not list(cache.glob("*/.*tmp*")) and not list(tmp_path.glob(".rel.tmp-*"))
+
+
+def test_bad_config_is_one_line(tmp_path):
+    out = _ship(tmp_path, tmp_path / "home", "--set", "formats=[gguf-q9]")
+    assert out.returncode == 2 and "unknown quantization format 'gguf-q9'" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = _ship(tmp_path, tmp_path / "home", "--set", "gates.onnx=[addition/exact_match >= 0.5]")
+    assert out.returncode == 2 and "gate scope(s) onnx" in out.stderr
 
 
 @pytest.mark.slow
-def test_default_ship_teaches_format_then_style(tmp_path):
-    """The built-in default: SFT teaches the chat format, DPO makes answers concise, the merge ships."""
-    out = _ship(tmp_path, "--output", "rel")
+def test_default_ship_end_to_end(tmp_path):
+    """The built-in default: SFT teaches the chat format, DPO makes answers concise, every format ships."""
+    home = tmp_path / "home"
+    out = _ship(tmp_path, home, "-o", "rel")
     assert out.returncode == 0, out.stdout + out.stderr
-    release = json.loads((tmp_path / "rel" / "release.json").read_text())
-    m = {s["stage"]: s["metrics"] for s in release["stages"]}
-    assert release["verdict"] == "shipped"
-    assert m["sft"]["exact_match"] >= m["base"]["exact_match"] + 0.5
-    assert m["dpo"]["verbose_rate"] <= m["sft"]["verbose_rate"] - 0.2
-    assert m["merge"]["exact_match"] >= 0.9
-    assert m["merge"]["merge_parity"]["logits_max_abs_diff"] <= 1e-3
-    from lifecycle.artifact import Artifact
-
-    Artifact.load(tmp_path / "rel" / "artifacts" / "merged")
+    rel = _release(tmp_path / "rel")
+    m = {s["stage"]: s["metrics"] for s in rel["stages"] if s["target"] is None}
+    base = rel["base"]["eval"]
+    assert rel["verdict"] == "shipped" and len(rel["artifacts"]) >= 4
+    assert m["sft"]["exact_match"] >= base["addition/exact_match"] + 0.5
+    assert m["align"]["verbose_rate"] <= m["sft"]["verbose_rate"] - 0.2
+    for name, art in rel["artifacts"].items():
+        assert art["eval"]["addition/exact_match"] >= 0.9, name
+        assert art["bench"]["errors"] == 0
+    again = _ship(tmp_path, home, "-o", "rel2")
+    assert again.returncode == 0 and all(s["cached"] for s in _release(tmp_path / "rel2")["stages"])

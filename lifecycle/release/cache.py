@@ -1,0 +1,161 @@
+"""The stage cache behind `lifecycle ship`: each stage's output is stored under a key that hashes its inputs.
+
+    cache = StageCache(root)
+    key = cache.key("sft", config={...}, inputs={"base": sha, "data": sha}, code=CODE["sft"])
+    path = cache.artifact_path(key, "sft")          # run the stage into this path (written atomically)
+    hit = cache.artifact(key, "sft")                # a verified Artifact, or None
+
+A key is the sha256 of the stage name, its config, its inputs' sha256 and the code that matters (the source
+of the packages the stage runs, plus the versions of the libraries it uses). Entries are written atomically
+(temp dir or temp file, then rename), so a killed run leaves only temp names, which the next run removes.
+One ship at a time holds the cache's lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.metadata
+import json
+import os
+import shutil
+from functools import lru_cache
+from pathlib import Path
+
+from lifecycle.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What each stage's result depends on besides config and inputs: source folders/files and library versions.
+CODE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "data": (("lifecycle/data",), ("datasketch",)),
+    "sft": (("lifecycle/train", "lifecycle/data/load.py", "lifecycle/data/synth.py"),
+            ("torch", "transformers", "trl", "peft", "accelerate")),
+    "align": (("lifecycle/align", "lifecycle/train", "lifecycle/data/load.py", "lifecycle/data/synth.py"),
+              ("torch", "transformers", "trl", "peft", "accelerate")),
+    "merge": (("lifecycle/train/merge.py", "lifecycle/train/common.py"), ("torch", "transformers", "peft")),
+    "quantize": (("quantize/__init__.py", "quantize/driver.py", "quantize/parity.py", "quantize/tokengen.py"),
+                 ("torch", "transformers")),
+    "eval": (("lifecycle/eval", "lifecycle/engine.py", "lifecycle/engines"), ("torch", "transformers")),
+    "bench": (("serve", "lifecycle/engine.py", "lifecycle/engines"), ("torch", "transformers")),
+}
+
+
+@lru_cache(maxsize=None)
+def source_hash(paths: tuple[str, ...]) -> str:
+    """sha256 over the .py files under the given repo-relative folders or files (sorted, path-tagged)."""
+    h = hashlib.sha256()
+    for rel in paths:
+        p = ROOT / rel
+        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
+        for f in files:
+            if f.is_file():
+                h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+@lru_cache(maxsize=None)
+def lib_version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def code_identity(stage: str, extra_paths: tuple[str, ...] = (), extra_libs: tuple[str, ...] = ()) -> dict:
+    paths, libs = CODE[stage]
+    return {"source": source_hash(tuple(paths) + tuple(extra_paths)),
+            "libraries": {n: lib_version(n) for n in (*libs, *extra_libs)}}
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class StageCache:
+    """Content-keyed stage outputs under `root`, guarded by an exclusive lock while a ship runs."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+        self._lock = None
+
+    def __enter__(self) -> "StageCache":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.root / ".lock", "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise UserError(f"another `lifecycle ship` is using the stage cache {self.root}; wait for it, or "
+                            "give this one its own --set cache_dir=DIR") from None
+        self._clean_stale()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock:
+            self._lock.close()  # closing releases the lock; SIGKILL releases it too
+            self._lock = None
+
+    def _clean_stale(self) -> None:
+        """Temp names left by a killed run (we hold the lock, so nobody else is writing)."""
+        for entry in self.root.glob("*/.*"):
+            if ".tmp" in entry.name or ".old-" in entry.name:
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+    @staticmethod
+    def key(stage: str, *, config: dict, inputs: dict, code: dict) -> str:
+        return digest({"stage": stage, "config": config, "inputs": inputs, "code": code})
+
+    def entry(self, key: str) -> Path:
+        return self.root / key[:24]
+
+    def artifact_path(self, key: str, name: str) -> Path:
+        return self.entry(key) / name
+
+    def artifact(self, key: str, name: str):
+        """The cached artifact, verified (sha256 of every file); a damaged entry is dropped and rebuilt."""
+        from lifecycle.artifact import Artifact
+
+        path = self.artifact_path(key, name)
+        if not (path / "manifest.json").is_file():
+            return None
+        try:
+            return Artifact.load(path)
+        except UserError:
+            shutil.rmtree(path, ignore_errors=True)
+            return None
+
+    def json_path(self, key: str, name: str) -> Path:
+        return self.entry(key) / f"{name}.json"
+
+    def load_json(self, key: str, name: str) -> dict | None:
+        path = self.json_path(key, name)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            path.unlink(missing_ok=True)
+            return None
+
+    def store_json(self, key: str, name: str, data: dict) -> Path:
+        from lifecycle.artifact import write_json_atomic
+
+        path = self.json_path(key, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, data)
+        return path
+
+
+def link_tree(src: Path, dest: Path) -> None:
+    """Hard-link every file of `src` into `dest` (copy where links cannot cross filesystems)."""
+    for f in sorted(src.rglob("*")):
+        target = dest / f.relative_to(src)
+        if f.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(f, target)
+        except OSError:
+            shutil.copy2(f, target)
