@@ -154,12 +154,13 @@ def _register_areas() -> None:
     from lifecycle.align.cli import register as register_align
     from lifecycle.data.cli import register as register_data
     from lifecycle.eval.cli import register as register_eval
+    from lifecycle.release.releases import register as register_releases
     from loadtest.cli import register as register_loadtest
     from quantize.cli import register as register_quantize
     from serve.cli import register as register_serve
 
     for register in (register_align, register_data, register_eval, register_quantize, register_serve,
-                     register_loadtest):
+                     register_loadtest, register_releases):
         register(app)
 
 

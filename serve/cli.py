@@ -3,6 +3,7 @@
     lifecycle serve --model tiny-arith                         # Ray Serve on 127.0.0.1:8000
     lifecycle serve --model tiny-arith --engine local          # one uvicorn process
     lifecycle serve --model tiny-arith --write-config serve.yaml && serve run serve.yaml
+    lifecycle serve --release releases/r1 --engine local       # a shipped release, under its name
     lifecycle batch --model tiny-arith --input in.jsonl --output out.jsonl
     lifecycle deploy --release releases/r1 --image registry/lifecycle:0.1 --output deploy/out
 
@@ -55,6 +56,7 @@ def register(root: typer.Typer) -> None:
     @root.command(epilog=_describe())
     def serve(
         model: ModelsOpt = None,
+        release: Annotated[Optional[Path], typer.Option(help="serve a shipped release (lifecycle ship) under its name; instead of --model")] = None,
         engine: Annotated[Optional[str], typer.Option(help="ray (default: replicas, batching) or local (one process)")] = None,
         host: Annotated[Optional[str], typer.Option(help="bind address")] = None,
         port: Annotated[Optional[int], typer.Option(help="HTTP port")] = None,
@@ -64,6 +66,13 @@ def register(root: typer.Typer) -> None:
         config: ConfigOpt = None, set: SetOpt = None,
     ) -> None:
         """Serve artifacts behind an OpenAI-compatible API (chat, completions, streaming, /metrics)."""
+        if release:
+            if model:
+                raise UserError("give either --release DIR or --model DIR, not both")
+            from lifecycle.release.releases import served_artifact
+
+            target = served_artifact(release)  # refuses a refused or altered release
+            model = [f"{target['name']}={target['path']}"]
         cfg, specs = _config(config, set, {"models": model, "engine": engine, "host": host, "port": port,
                                            "api_key_env": api_key_env, "api_keys_file": api_keys_file})
         if write_config:

@@ -126,6 +126,23 @@ def test_gate_change_only_redecides_and_refuses(quick):
     assert "refused" in diff and "1.01" in diff
 
 
+def test_deploy_stage_serves_smoke_tests_and_load_tests(quick):
+    """deploy.enabled: the served artifact answers through the OpenAI API and holds the Locust SLOs."""
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r6", "--set", "deploy.enabled=true",
+                "--set", "deploy.duration=4s", "--set", "deploy.users=2", "--set", "serve=gguf-q8_0")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rel = _release(quick / "r6")
+    assert _ran(rel) == {("deploy", "gguf-q8_0")} and rel["artifact"] == "artifacts/gguf-q8_0"
+    dep = rel["deploy"]
+    assert dep["smoke"]["ok"] and dep["smoke"]["status"] == 200 and dep["smoke"]["reply"]
+    assert dep["loadtest"]["requests"] > 0 and dep["loadtest"]["failures"] == 0
+    slo_rows = [g for g in rel["gates"] if g["artifact"] == "deploy"]
+    assert slo_rows and all(g["passed"] for g in slo_rows)
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r7", "--set", "deploy.enabled=true",
+                "--set", "deploy.duration=3s", "--set", "deploy.slo=p95_ms=0.001")
+    assert out.returncode == 1 and "deploy: loadtest p95_ms <= 0.001" in out.stdout
+
+
 def test_damaged_cache_entry_is_rebuilt_not_used(quick, tmp_path):
     rel = _release(quick / "r1")
     entry = Path(rel["artifacts"]["gguf-q8_0"]["path"])
