@@ -21,17 +21,11 @@ SERVE_PORT = 8000
 
 
 def release_models(release: Path) -> list[dict]:
-    """The model a shipped release serves, with its path inside the image."""
-    meta = Path(release) / "release.json"
-    if not meta.is_file():
-        raise UserError(f"{release} is not a release directory (no release.json); make one with `lifecycle ship`")
-    info = json.loads(meta.read_text())
-    if info.get("verdict") != "shipped":
-        raise UserError(f"release {release} was {info.get('verdict', 'not finished')} by its gates; not deploying it")
-    artifact = info.get("artifact") or "artifacts/merged"
-    if not (Path(release) / artifact).is_dir():
-        raise UserError(f"release {release} lacks its artifact {artifact}")
-    return [{"name": info.get("release") or Path(release).name, "path": f"{RELEASE_ROOT}/{artifact}"}]
+    """The model a shipped release serves, with its path inside the image (checked as `serve --release` does)."""
+    from lifecycle.release.releases import served_artifact
+
+    target = served_artifact(release)
+    return [{"name": target["name"], "path": f"{RELEASE_ROOT}/{target['artifact']}"}]
 
 
 def _pod(image: str, name: str, cpu: str, memory: str, serve_port: bool) -> dict:

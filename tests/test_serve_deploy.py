@@ -25,9 +25,18 @@ DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 
 def _release(tmp_path, base_artifact, verdict="shipped") -> Path:
+    """A release folder as `lifecycle ship` writes it, with the built-in model as its merged artifact."""
+    from lifecycle.artifact import sha256_file
+
     rel = tmp_path / "r1"
     shutil.copytree(base_artifact.path, rel / "artifacts" / "merged")
-    (rel / "release.json").write_text(json.dumps({"release": "r1", "verdict": verdict, "artifact": "artifacts/merged"}))
+    digest = sha256_file(rel / "artifacts" / "merged" / "manifest.json")
+    stage = {"stage": "merge", "target": None, "key": "k", "cached": False, "wall_s": 1.0, "inputs": {},
+             "outputs": {"artifacts/merged/manifest.json": digest}, "metrics": {}}
+    (rel / "release.json").write_text(json.dumps({
+        "schema": "lifecycle.release/1", "release": "r1", "verdict": verdict, "artifact": "artifacts/merged",
+        "config": {}, "stages": [stage], "gates": [], "failed": [] if verdict == "shipped" else ["merged: x"],
+        "artifacts": {"merged": {"path": "artifacts/merged", "format": "hf", "manifest_sha256": digest}}}))
     return rel
 
 
