@@ -136,12 +136,13 @@ def ship(
     set: SetOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Build a release: data -> SFT -> align -> merge -> quantize -> eval -> bench [-> deploy], then gate it.
+    """Build a release: data, SFT, align, merge, quantize, eval, bench (and deploy), then gate it.
 
-    Every stage is cached by a hash of its inputs, config and code: a re-run with nothing changed redoes
-    nothing, and a killed run resumes from the last completed stage. Nested fields take dotted --set keys
-    (--set bench.enabled=false, --set formats=[gguf-q8_0,int8]). The release directory holds the artifacts,
-    release.json, a model card (README.md) and report.html. Exits 0 when it ships, 1 when a gate refuses it.
+    Every stage is cached by a hash of its inputs, config and code. A re-run with nothing changed redoes nothing; a killed run resumes from the last completed stage.
+
+    Nested fields take dotted keys: --set bench.enabled=false, --set formats.int8={eval_items: 50}.
+
+    The release directory holds the artifacts, release.json, a model card (README.md) and report.html. Exit status: 0 shipped, 1 refused by a gate, 2 bad input.
     """
     from lifecycle.release import pipeline
 

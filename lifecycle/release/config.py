@@ -21,7 +21,9 @@ BENCH_DEFAULTS = {"enabled": True, "engine": "local", "concurrency": [1, 4], "nu
                   "output_len": 16, "warmup": 2, "seed": 0}
 DEPLOY_DEFAULTS = {"enabled": False, "engine": "local", "users": 4, "spawn_rate": 4.0, "duration": "10s",
                    "slo": "p95_ms=2000,error_rate=0.0", "startup_timeout_s": 180.0}
-DATA_DEFAULTS = {"sft": "builtin:sft", "pref": "", "n_sft": 2000, "n_pref": 1000, "prepare": {}}
+# Ship trains on the train split only and measures on eval tasks, so by default nothing is held back.
+DATA_DEFAULTS = {"sft": "builtin:sft", "pref": "", "n_sft": 2000, "n_pref": 1000,
+                 "prepare": {"validation_fraction": 0.0, "test_fraction": 0.0, "save_hf": False}}
 EVAL_DEFAULTS = {"tasks": ["addition"], "limit": 0, "base": True}
 
 
@@ -108,4 +110,8 @@ def _merged(name: str, defaults: dict, given) -> dict:
     unknown = set(given) - set(defaults)
     if unknown:
         raise UserError(f"unknown {name} field(s) {', '.join(sorted(unknown))}; known: {', '.join(defaults)}")
-    return {**defaults, **given}
+    out = {**defaults, **given}
+    for k, v in defaults.items():  # nested mappings (data.prepare) keep the defaults they do not set
+        if isinstance(v, dict) and isinstance(given.get(k), dict):
+            out[k] = {**v, **given[k]}
+    return out
