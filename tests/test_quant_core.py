@@ -72,3 +72,17 @@ def test_cli_end_to_end_prints_parity_table(tmp_path):
     from lifecycle.artifact import Artifact
 
     assert Artifact.load(tmp_path / "q4").metrics["eval_items"] == 10
+
+
+def test_builtin_shapes_fit_every_quantized_runtime(base_artifact):
+    """The built-in base is shaped for the quantized runtimes: onnxruntime's CPU attention needs a head size
+    that is a multiple of 16, and bitsandbytes' CPU NF4 (blocks of 64), GGUF Q8_0/Q4_0 (32) and ORT
+    MatMulNBits (32) need Linear widths their blocks divide; every in/out width here is a multiple of 64."""
+    import json
+
+    cfg = json.loads((base_artifact.path / "config.json").read_text())
+    head = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+    assert head % 16 == 0 and head * cfg["num_attention_heads"] == cfg["hidden_size"], cfg
+    widths = {"hidden": cfg["hidden_size"], "intermediate": cfg["intermediate_size"],
+              "kv": head * cfg["num_key_value_heads"], "vocab": cfg["vocab_size"]}
+    assert all(w % 64 == 0 for w in widths.values()), widths

@@ -1,11 +1,15 @@
 """Torch weight-only formats (int8, fp8 via torchao; int4 via bitsandbytes NF4) on the trained tiny base.
 
-Floors, measured on tiny-arith (0.46M params, 96-wide rows) with 40 held-out sums and 16 parity prompts:
-- int8 (per-row int8): top-1 >= 0.98, greedy agreement >= 0.95, raw exact match within 0.05 of the parent;
-- fp8 (e4m3, 3 mantissa bits): top-1 >= 0.90, greedy >= 0.85, raw exact match within 0.10;
-- int4 (NF4, blocks of 64): top-1 >= 0.55 and KL < 2 only. bitsandbytes 0.50.2's CPU NF4 quantizer mis-quantizes
-  rows that are not a multiple of 64 (tiny-arith's are 96: relative weight error 0.44 vs 0.09 for a reference NF4),
-  so raw exact match drops 0.96 -> ~0.2. The format's `check` warns and the manifest records `shape_check`.
+Floors, measured on tiny-arith (0.66M params, 128/256-wide rows) with 40 held-out sums and 16 parity prompts
+(measured values in brackets):
+- int8 (per-row int8): top-1 >= 0.98, greedy agreement >= 0.95, KL < 0.01, raw exact match within 0.05 of the
+  parent [top-1 0.994, greedy 1.0, KL 1.6e-4];
+- fp8 (e4m3, 3 mantissa bits): top-1 >= 0.90, greedy >= 0.85, KL < 0.05, raw exact match within 0.10
+  [0.971, 0.94, 3.5e-3];
+- int4 (NF4, blocks of 64): top-1 >= 0.90, greedy >= 0.70, KL < 0.03, raw exact match within 0.10 [0.948, 0.81,
+  9.1e-3, raw exact match 1.0 = parent]. bitsandbytes 0.50.2's CPU NF4 quantizer mis-quantizes rows that are not
+  a multiple of 64; the built-in base's rows all are, so `check` records an empty `shape_check` (asserted).
+  On the earlier 96-wide base the same format reached top-1 0.60 and raw exact match ~0.2.
 """
 
 import importlib.util
@@ -18,10 +22,10 @@ from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
 
 NEEDS = {"int8": "torchao", "fp8": "torchao", "int4": "bitsandbytes"}
-FLOORS = {  # top1, greedy, max raw-EM drop (None: not checked), max KL
+FLOORS = {  # top1, greedy, max raw-EM drop, max KL
     "int8": (0.98, 0.95, 0.05, 0.01),
     "fp8": (0.90, 0.85, 0.10, 0.05),
-    "int4": (0.55, 0.0, None, 2.0),
+    "int4": (0.90, 0.70, 0.10, 0.03),
 }
 SETS = ["eval_items=40", "parity_prompts=16", "threads=1"]
 
@@ -57,13 +61,15 @@ def test_torch_format_parity(name, torch_quant, base_artifact):
     assert m["top1_agreement"] >= top1, m
     assert m["greedy_agreement"] >= greedy, m
     assert m["mean_kl"] < kl, m
-    if em_drop is not None:
-        assert m["raw_exact_match"] >= m["parent_raw_exact_match"] - em_drop, m
+    assert m["raw_exact_match"] >= m["parent_raw_exact_match"] - em_drop, m
+    assert m["parent_raw_exact_match"] >= 0.85, m  # the parent really adds, so agreement means something
     assert m["size_bytes"] < base_artifact.size_bytes() and m["ratio_to_parent"] > 1.5
     assert m["quantized_linear"] >= 28  # every attention and MLP projection
     assert m["chat_template"] is True
     if name == "fp8":
         assert "emulated on CPU" in m["compute"]
+    if name == "int4":
+        assert m["shape_check"] == {}, m  # every row a multiple of bitsandbytes' 64-wide NF4 blocks
 
 
 @pytest.mark.parametrize("name", ["int8", "int4"])

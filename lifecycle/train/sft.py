@@ -80,7 +80,8 @@ def load_qlora_base(base, trust_remote_code: bool = False):
 
     for module in model.modules():
         # bnb's CPU inference fast path repacks weights in 64-wide blocks of in_features and fails on
-        # other widths (tiny-arith is 96 wide); keep those layers on the generic NF4 path.
+        # other widths (tiny-arith's are all multiples of 64; other models may not be); keep those layers on
+        # the generic NF4 path.
         if isinstance(module, bnb_lib.nn.Linear4bit) and module.in_features % 64:
             module.support_avx512bf16_for_cpu = False
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

@@ -3,7 +3,7 @@
 At batch size 1 every decoded token reads every weight once, so tokens/s x weight bytes is the memory
 traffic achieved, and the machine's bandwidth bounds it (gpt-fast prints the same figure). With
 batching one read serves a whole batch, so at concurrency > 1 the "achieved" figure can pass the bound;
-that excess is what batching buys. A model that fits in CPU cache (the built-in one: 1.9 MB) is bound
+that excess is what batching buys. A model that fits in CPU cache (the built-in one: 2.7 MB) is bound
 by compute and overheads long before DRAM bandwidth.
 """
 
