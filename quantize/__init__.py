@@ -1,5 +1,5 @@
-"""Quantization layer: turn an `hf` artifact into INT8, FP8, INT4, GPTQ, GGUF or ONNX artifacts, each loadable
-as a `lifecycle.engine.Engine` and each carrying a parity report against its parent.
+"""Quantization layer: turn an `hf` artifact into INT8, FP8, INT4, GPTQ, GGUF or ONNX (fp32, int4, int8)
+artifacts, each loadable as a `lifecycle.engine.Engine` and each carrying a parity report against its parent.
 
     lifecycle quantize --model tiny-arith --format gguf-q8_0 --format int8 --output runs/quant
 
@@ -38,6 +38,7 @@ FORMATS: dict[str, FormatSpec] = {
     "gptq": FormatSpec("quantize.gptq", ("gptqmodel",), "GPTQModel (CPU kernel)"),
     "onnx": _ONNX,
     "onnx-int4": _ONNX,
+    "onnx-int8": FormatSpec("quantize.onnx_int8", _ONNX.requires, "onnxruntime-genai (MatMulNBits int8)"),
 }
 
 INSTALL_HINT = "pip install torch==2.13.0 && pip install -e '.[train,quant]'"

@@ -17,14 +17,14 @@ from lifecycle.cli_common import ConfigOpt, ModelOpt, OverwriteOpt, SetOpt
 from lifecycle.errors import UserError
 
 FormatOpt = Annotated[Optional[list[str]], typer.Option("--format", "-f", help="format name (repeatable): gguf-f16, gguf-q8_0, "
-                                              "gguf-q4_0, gguf-q4_k_m, int8, fp8, int4, gptq, onnx, onnx-int4")]
+                                              "gguf-q4_0, gguf-q4_k_m, int8, fp8, int4, gptq, onnx, onnx-int4, onnx-int8")]
 
 
 def register(root: typer.Typer) -> None:
     @root.command(epilog="Shared fields (--set key=value): eval_items, parity_prompts, threads; per format: "
                          "gguf-*: pre_tokenizer, strip_generation_tags; int8/fp8/int4: skip_modules, "
-                         "nf4_double_quant; gptq: bits, group_size, calibration, samples, desc_act; onnx*: int4_block_size, "
-                         "int4_accuracy_level.")
+                         "nf4_double_quant; gptq: bits, group_size, calibration, samples, desc_act; onnx-int4: int4_block_size, "
+                         "int4_accuracy_level; onnx-int8: int8_block_size, int8_accuracy_level, int8_symmetric.")
     def quantize(
         format: FormatOpt = None,
         model: ModelOpt = None,

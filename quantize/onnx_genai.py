@@ -3,12 +3,13 @@
     lifecycle quantize --model runs/merged --format onnx-int4 --output runs/onnx-int4
 
 Made with onnxruntime-genai's model builder
-(`python -m onnxruntime_genai.models.builder -i DIR -o OUT -p fp32|int4 -e cpu`), which writes the model,
-`genai_config.json`, the tokenizer and the chat template; loaded with onnxruntime-genai's Generator.
+(`python -m onnxruntime_genai.models.builder -i DIR -o OUT -p fp32|int4|int8 -e cpu`), which writes the model,
+`genai_config.json`, the tokenizer and the chat template; loaded with onnxruntime-genai's Generator. The
+int8 format (`onnx-int8`) lives in `quantize/onnx_int8.py` and shares `build` and the engine below.
 
 Shape limit: on CPU the builder always emits GroupQueryAttention, whose CPU kernel needs a head size that
-is a multiple of 16. The built-in `tiny-arith` has head size 24, so it cannot run here; `check` says so
-before any work.
+is a multiple of 16 (the built-in `tiny-arith` has 16); `check` refuses other models before any work.
+MatMulNBits quantizes each weight row in blocks, so the block size must divide every Linear's input width.
 """
 
 from __future__ import annotations
@@ -32,45 +33,77 @@ class Options(QuantOptions):
     int4_accuracy_level: int = field(4, help="onnx-int4 only: MatMulNBits compute type (4 = int8 activations, fastest; 1 = fp32)")
 
 
-def check(parent: Artifact, opts: Options, name: str) -> dict:
+def head_size(parent: Artifact, name: str) -> int:
+    """The attention head size, refused up front unless onnxruntime's CPU attention can run it."""
     cfg = json.loads((parent.path / "config.json").read_text())
     head = int(cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"])
     if head % 16:
         raise UserError(f"{name}: onnxruntime's CPU GroupQueryAttention needs a head size that is a multiple of 16, "
                         f"and this model's is {head}; use a gguf-* or torch format for it")
-    if name == "onnx-int4" and cfg["hidden_size"] % opts.int4_block_size:
-        raise UserError(f"hidden_size {cfg['hidden_size']} is not a multiple of int4_block_size "
-                        f"{opts.int4_block_size}; pass --set int4_block_size=16 or 32")
+    return head
+
+
+def check_block_size(parent: Artifact, name: str, block_size: int, option: str) -> None:
+    """MatMulNBits quantizes along each weight's input width in blocks: they must divide it."""
+    cfg = json.loads((parent.path / "config.json").read_text())
+    widths = {k: cfg[k] for k in ("hidden_size", "intermediate_size") if cfg.get(k)}
+    bad = {k: v for k, v in widths.items() if v % block_size}
+    if bad:
+        raise UserError(f"{name}: {', '.join(f'{k} {v}' for k, v in bad.items())} not a multiple of "
+                        f"{option} {block_size}; pass --set {option}=16 or 32")
+
+
+def check(parent: Artifact, opts: Options, name: str) -> dict:
+    head = head_size(parent, name)
+    if name == "onnx-int4":
+        check_block_size(parent, name, opts.int4_block_size, "int4_block_size")
     return {"head_size": head}
 
 
-def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
-    """Run the model builder in-process (its CLI is `python -m onnxruntime_genai.models.builder`)."""
+def build(parent: Artifact, tmp: Path, precision: str, extra: list[str]) -> dict:
+    """Run the model builder in-process (its CLI is `python -m onnxruntime_genai.models.builder`) and count
+    the ops it wrote; `extra` holds the builder's `--extra_options` as KEY=VALUE strings."""
     import contextlib
     import io
+    import logging
     import shutil
 
     import onnx
     from onnxruntime_genai.models.builder import create_model, parse_extra_options
 
-    precision = "int4" if name == "onnx-int4" else "fp32"
-    extra = [f"int4_block_size={opts.int4_block_size}", f"int4_accuracy_level={opts.int4_accuracy_level}"] \
-        if precision == "int4" else []
     cache = tmp.parent / f".{tmp.name}-cache"
     log = io.StringIO()
+    quant_log = logging.getLogger("onnxruntime.quantization")  # logs every MatMul it quantizes at INFO
+    level = quant_log.level
+    quant_log.setLevel(logging.WARNING)
     try:
-        with contextlib.redirect_stdout(log):
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
             options = parse_extra_options(None, str(parent.path), str(tmp), precision, "cpu", str(cache), extra)
             create_model(None, str(parent.path), str(tmp), precision, "cpu", str(cache), **options)
     except Exception as e:
         raise RuntimeError(f"onnxruntime-genai model builder failed: {e} (log tail: {log.getvalue()[-300:]})") from e
     finally:
+        quant_log.setLevel(level)
         shutil.rmtree(cache, ignore_errors=True)
     ops: dict[str, int] = {}
+    bits: dict[int, int] = {}
     for node in onnx.load(str(tmp / "model.onnx"), load_external_data=False).graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"onnx_ops": {k: v for k, v in ops.items() if k in ("MatMul", "MatMulNBits", "GroupQueryAttention")},
-            "precision": precision}
+        if node.op_type == "MatMulNBits":
+            b = next((a.i for a in node.attribute if a.name == "bits"), 4)
+            bits[b] = bits.get(b, 0) + 1
+    notes = {"onnx_ops": {k: v for k, v in ops.items() if k in ("MatMul", "MatMulNBits", "GroupQueryAttention")},
+             "precision": precision}
+    if bits:
+        notes["matmulnbits_bits"] = {str(k): v for k, v in sorted(bits.items())}
+    return notes
+
+
+def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
+    precision = "int4" if name == "onnx-int4" else "fp32"
+    extra = [f"block_size={opts.int4_block_size}", f"accuracy_level={opts.int4_accuracy_level}"] \
+        if precision == "int4" else []
+    return build(parent, tmp, precision, extra)
 
 
 class OnnxGenAIEngine(TokenEngine):
@@ -98,8 +131,16 @@ class OnnxGenAIEngine(TokenEngine):
         return cls(og.Model(cfg), load_tokenizer(artifact.path), artifact, genai.get("context_length", 0), eos)
 
     def _new(self):
+        """A Generator at length 0. Making one costs ~14 ms on CPU (measured with onnxruntime-genai 0.18;
+        it was most of the time to first token), so the last one is rewound and reused (0.2 ms)."""
         import onnxruntime_genai as og
 
+        if self.gen is not None:
+            try:
+                self.gen.rewind_to(0)
+                return self.gen
+            except (AttributeError, RuntimeError):  # an older runtime without rewind_to, or an unusable generator
+                self.gen = None
         params = og.GeneratorParams(self.model)
         params.set_search_options(max_length=self.context_length or 2048)
         return og.Generator(self.model, params)
