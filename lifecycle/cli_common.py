@@ -35,11 +35,22 @@ def run_stage(stage: str, cls, run, config: Optional[Path], sets: Optional[list[
     out = Path(output or getattr(cfg, "output", "") or default_output(stage))
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --output or pass --overwrite")
-    if overwrite and out.exists():
+    backup = None
+    if overwrite and out.exists():  # set aside, not deleted: a failed run puts the old output back
+        import os
+
+        backup = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, backup)
+    try:
+        path = run(cfg, out)
+    except BaseException:
+        if backup is not None and not out.exists():
+            backup.rename(out)
+        raise
+    if backup is not None:
         import shutil
 
-        shutil.rmtree(out)
-    path = run(cfg, out)
+        shutil.rmtree(backup, ignore_errors=True)
     print_artifact(path)
     return path
 
