@@ -37,7 +37,7 @@ class ShipConfig:
     sft: dict = field({}, help="SFTConfig fields, e.g. {method: lora, max_steps: 300}")
     align: dict = field({"method": "dpo"}, help="method (dpo, ipo, simpo, cpo, orpo, kto, grpo, rloo) and its fields")
     merge: dict = field({}, help="MergeConfig fields, e.g. {tolerance: 0.001}")
-    formats: dict | list = field({"gguf-q8_0": {}, "gguf-q4_0": {}, "int8": {}},
+    formats: dict | list = field({"gguf-q8_0": {}, "gguf-q4_0": {}, "int8": {}, "onnx-int8": {}},
                           help="quantized formats to build, each with its options (`lifecycle quantize --help`); "
                                "a list of names is accepted too")
     eval: dict = field(dict(EVAL_DEFAULTS), help="tasks (eval task names or YAML paths), limit (items per task, "
