@@ -143,6 +143,17 @@ def test_deploy_stage_serves_smoke_tests_and_load_tests(quick):
     assert out.returncode == 1 and "deploy: loadtest p95_ms <= 0.001" in out.stdout
 
 
+@pytest.mark.slow
+def test_deploy_stage_on_ray_serve(quick):
+    """deploy.engine=ray: the release's artifact on Ray Serve answers the smoke test and the Locust profile."""
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r-ray", "--set", "deploy.enabled=true",
+                "--set", "deploy.engine=ray", "--set", "deploy.duration=4s", "--set", "deploy.users=2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    dep = _release(quick / "r-ray")["deploy"]
+    assert dep["engine"] == "ray" and dep["smoke"]["status"] == 200
+    assert dep["loadtest"]["requests"] > 0 and dep["loadtest"]["failures"] == 0
+
+
 def test_damaged_cache_entry_is_rebuilt_not_used(quick, tmp_path):
     rel = _release(quick / "r1")
     entry = Path(rel["artifacts"]["gguf-q8_0"]["path"])
