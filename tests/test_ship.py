@@ -201,6 +201,29 @@ def test_bad_config_is_one_line(tmp_path):
     assert "Traceback" not in out.stderr
     out = _ship(tmp_path, tmp_path / "home", "--set", "gates.onnx=[addition/exact_match >= 0.5]")
     assert out.returncode == 2 and "gate scope(s) onnx" in out.stderr
+    out = _ship(tmp_path, tmp_path / "home", "--set", "data.sft=missing.jsonl")
+    assert out.returncode == 2 and "data.sft: missing.jsonl is neither" in out.stderr
+
+
+def test_user_data_file_goes_through_data_prepare(quick):
+    """A user's JSONL is prepared (dedup counted, nothing lost silently) and keyed by its sha256."""
+    from lifecycle.data.load import write_jsonl
+    from lifecycle.data.synth import sft_records
+
+    records = sft_records(150, seed=5)
+    write_jsonl(quick / "chats.jsonl", records + records[:7])  # 7 exact duplicates
+    cfg = QUICK.replace("bench: {", "bench: {enabled: false, ").replace(
+        ", int8: {eval_items: 20, parity_prompts: 8}", "")
+    (quick / "user.yaml").write_text(cfg)
+    out = _ship(quick, quick / "home", "--config", "user.yaml", "-o", "r-user", "--set", "data.sft=chats.jsonl")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rel = _release(quick / "r-user")
+    [data] = [s for s in rel["stages"] if s["stage"] == "data-sft"]
+    assert data["inputs"]["sha256"] == sha256_file(quick / "chats.jsonl") and not data["cached"]
+    m = data["metrics"]
+    assert m["read"] == 157 and m["read"] == m["kept"] + m["dropped"] and m["dropped"] >= 7
+    assert m["records_train"] == m["kept"]
+    assert ("sft", None) in _ran(rel) and ("data-pref", None) not in _ran(rel)
 
 
 @pytest.mark.slow
