@@ -25,7 +25,7 @@ from lifecycle.release.releases import (
 
 TOY_USE = ("Demonstrating and testing the llm-lifecycle pipeline end to end on a CPU: the model answers chat "
            "questions that add two small whole numbers (\"What is 12+30?\").")
-TOY_LIMITS = ("A toy of about half a million parameters, pretrained only on synthetic sums and string tasks. It "
+TOY_LIMITS = ("A toy of under a million parameters, pretrained only on synthetic sums and string tasks. It "
               "knows nothing else and answers any other request with confident nonsense. The figures below are "
               "measured on held-out sums from the same synthetic distribution and say nothing about other text. "
               "Do not use it where an answer matters.")
