@@ -172,6 +172,18 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Rename a finished temp dir into place; an existing `dest` is set aside first, then removed."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result should read like any other folder
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dest)
+
+
 @contextlib.contextmanager
 def write_artifact(
     dest: str | os.PathLike,
@@ -214,14 +226,7 @@ def write_artifact(
         if extra:
             manifest.update(extra)
         write_json_atomic(tmp / MANIFEST, manifest)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact should read like any other folder
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -173,24 +173,11 @@ _register_areas()
 NOISY_LOGGERS = ("torchao", "bitsandbytes", "torch.utils._pytree")
 
 
-def _quiet_gptqmodel() -> None:
-    """gptqmodel (imported by peft during any LoRA run) prints a banner and a GIL notice through its own
-    LogBar logger, which replaces a plain logging level; set the level on LogBar's shared instance."""
-    import importlib.util
-    import logging
-
-    if importlib.util.find_spec("logbar") is not None:
-        from logbar import LogBar
-
-        LogBar.shared().setLevel(logging.ERROR)
-
-
 def main() -> None:
     import logging
 
     for name in NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    _quiet_gptqmodel()
     try:
         app()
     except UserError as e:

@@ -71,6 +71,7 @@ def _num(v) -> str:
 def run(cfg: ShipConfig, release: Path, overwrite: bool = False) -> dict:
     from rich.console import Console
 
+    from lifecycle.artifact import replace_dir
     from lifecycle.release.cache import StageCache
 
     console = Console(highlight=False, soft_wrap=True)
@@ -87,7 +88,7 @@ def run(cfg: ShipConfig, release: Path, overwrite: bool = False) -> dict:
             report = _build(cfg, cache, work, release.name, console.print)
             report["wall_s"] = round(time.perf_counter() - t0, 1)
             _write_outputs(work, report)
-            _move_into_place(work, release)
+            replace_dir(work, release)
         except BaseException:
             shutil.rmtree(work, ignore_errors=True)
             raise
@@ -219,19 +220,6 @@ def _write_outputs(work: Path, report: dict) -> None:
     write_json_atomic(work / "release.json", report)
     write_card(work)
     write_report(work)
-
-
-def _move_into_place(work: Path, release: Path) -> None:
-    import os
-
-    work.chmod(0o755)
-    if release.exists():
-        old = release.with_name(f".{release.name}.old-{os.getpid()}")
-        os.replace(release, old)
-        os.replace(work, release)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(work, release)
 
 
 def main(config: Optional[Path], output: Optional[Path], sets: Optional[list[str]], overwrite: bool) -> str:

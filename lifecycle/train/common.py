@@ -38,6 +38,14 @@ def quiet_libraries() -> None:
         datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"(trl|peft)\..*")
+    if importlib.util.find_spec("logbar"):
+        # gptqmodel (which peft imports during any LoRA run) prints a banner and a GIL notice through its
+        # LogBar logger; LogBar replaces plain logging levels, so set it on LogBar's shared instance.
+        import logging
+
+        from logbar import LogBar
+
+        LogBar.shared().setLevel(logging.ERROR)
 
 
 def load_causal_lm(art: Artifact, trust_remote_code: bool = False, dtype: str = "float32"):
