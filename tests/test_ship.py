@@ -143,6 +143,19 @@ def test_deploy_stage_serves_smoke_tests_and_load_tests(quick):
     assert out.returncode == 1 and "deploy: loadtest p95_ms <= 0.001" in out.stdout
 
 
+@pytest.mark.parametrize("method", ["kto", "grpo"])
+def test_other_align_methods_ship_reusing_data_and_sft(quick, method):
+    """Unpaired (KTO) and online (GRPO) alignment run inside ship; data and SFT come from the cache."""
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", f"r-{method}", "--set", f"align.method={method}",
+                "--set", "bench.enabled=false")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rel = _release(quick / f"r-{method}")
+    [align] = [s for s in rel["stages"] if s["stage"] == "align"]
+    assert not align["cached"] and ("sft", None) not in _ran(rel) and ("data-sft", None) not in _ran(rel)
+    manifest = Artifact.load(quick / f"r-{method}" / "artifacts" / "align").manifest
+    assert manifest["created_by"]["options"]["method"] == method
+
+
 @pytest.mark.slow
 def test_deploy_stage_on_ray_serve(quick):
     """deploy.engine=ray: the release's artifact on Ray Serve answers the smoke test and the Locust profile."""
@@ -193,6 +206,38 @@ def test_killed_run_resumes_from_the_last_completed_stage(tmp_path):
     rel = _release(tmp_path / "rel")
     assert {s["stage"] for s in rel["stages"] if s["cached"]} == {"data-sft", "data-pref", "sft"}
     assert not list(cache.glob("*/.*tmp*")) and not list(tmp_path.glob(".rel.tmp-*"))
+
+
+def test_cache_listing_and_prune_spare_recent_entries_and_releases(tmp_path):
+    """Pruning goes by last use (a hit touches the entry); files a release links stay on disk."""
+    from lifecycle.release.cache import StageCache
+
+    cache = StageCache(tmp_path / "cache")
+    old, used, fresh = (StageCache.key(n, config={}, inputs={}, code={}) for n in ("old", "used", "fresh"))
+    for k in (old, used, fresh):
+        cache.store_json(k, "eval-merged", {"x": "1" * 4096})
+    os.link(cache.json_path(fresh, "eval-merged"), tmp_path / "release-copy.json")  # a release's hard link
+    month_ago = time.time() - 30 * 86400
+    for k in (old, used):
+        os.utime(cache.entry(k), (month_ago, month_ago))
+    assert cache.load_json(used, "eval-merged") == {"x": "1" * 4096}  # a hit: `used` is recent again
+    rows = {r["key"]: r for r in cache.entries()}
+    assert rows[old[:24]]["age_days"] >= 29.9 and rows[used[:24]]["age_days"] < 1
+    assert rows[fresh[:24]]["bytes_freed"] == 0 and rows[old[:24]]["bytes_freed"] == rows[old[:24]]["bytes"] > 4096
+    out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "releases", "cache", "--prune", "--older-than", "7",
+                          "--cache-dir", str(cache.root), "--json"], capture_output=True, text=True, env=_env(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert [r["key"] for r in json.loads(out.stdout)["entries"]] == [old[:24]]
+    assert sorted(r["key"] for r in cache.entries()) == sorted([used[:24], fresh[:24]])
+    with cache:  # a running ship holds the lock: prune refuses in one line
+        out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "releases", "cache", "--prune",
+                              "--older-than", "0", "--cache-dir", str(cache.root)],
+                             capture_output=True, text=True, env=_env(tmp_path))
+    assert out.returncode == 2 and "another `lifecycle ship` is using" in out.stderr and "Traceback" not in out.stderr
+    assert len(cache.entries()) == 2
+    with cache:
+        cache.prune(0)
+    assert cache.entries() == [] and json.loads((tmp_path / "release-copy.json").read_text())["x"]
 
 
 def test_bad_config_is_one_line(tmp_path):

@@ -8,7 +8,8 @@
 A key is the sha256 of the stage name, its config, its inputs' sha256 and the code that matters (the source
 of the packages the stage runs, plus the versions of the libraries it uses). Entries are written atomically
 (temp dir or temp file, then rename), so a killed run leaves only temp names, which the next run removes.
-One ship at a time holds the cache's lock.
+One ship at a time holds the cache's lock. A hit touches its entry, so `lifecycle releases cache --prune`
+can drop what no ship has used for a while; releases hard-link their files, so pruning never breaks one.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import importlib.metadata
 import json
 import os
 import shutil
+import time
 from functools import lru_cache
 from pathlib import Path
 
@@ -109,6 +111,13 @@ class StageCache:
     def entry(self, key: str) -> Path:
         return self.root / key[:24]
 
+    def _touch(self, key: str) -> None:
+        """Mark an entry as used now (its mtime is what pruning goes by)."""
+        try:
+            os.utime(self.entry(key))
+        except OSError:
+            pass
+
     def artifact_path(self, key: str, name: str) -> Path:
         return self.entry(key) / name
 
@@ -120,10 +129,12 @@ class StageCache:
         if not (path / "manifest.json").is_file():
             return None
         try:
-            return Artifact.load(path)
+            art = Artifact.load(path)
         except UserError:
             shutil.rmtree(path, ignore_errors=True)
             return None
+        self._touch(key)
+        return art
 
     def json_path(self, key: str, name: str) -> Path:
         return self.entry(key) / f"{name}.json"
@@ -133,10 +144,12 @@ class StageCache:
         if not path.is_file():
             return None
         try:
-            return json.loads(path.read_text())
+            data = json.loads(path.read_text())
         except ValueError:
             path.unlink(missing_ok=True)
             return None
+        self._touch(key)
+        return data
 
     def store_json(self, key: str, name: str, data: dict) -> Path:
         from lifecycle.artifact import write_json_atomic
@@ -145,6 +158,32 @@ class StageCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, data)
         return path
+
+    # -- housekeeping (`lifecycle releases cache`) ---------------------------------------------------------
+
+    def entries(self) -> list[dict]:
+        """One row per entry: key prefix, what it holds, last use, bytes, and bytes only the cache holds."""
+        rows = []
+        now = time.time()
+        for e in sorted(p for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []:
+            files = [f for f in e.rglob("*") if f.is_file()]
+            stats = [f.stat() for f in files]
+            rows.append({
+                "key": e.name, "holds": sorted(c.name.removesuffix(".json") for c in e.iterdir()
+                                               if not c.name.startswith(".")),
+                "age_days": round((now - e.stat().st_mtime) / 86400, 2),
+                "bytes": sum(st.st_size for st in stats),
+                # a file a release also links (nlink > 1) stays on disk when the entry goes
+                "bytes_freed": sum(st.st_size for st in stats if st.st_nlink == 1),
+            })
+        return rows
+
+    def prune(self, older_than_days: float) -> list[dict]:
+        """Remove entries no ship has used for `older_than_days` (0: all). Call inside `with cache:`."""
+        gone = [r for r in self.entries() if r["age_days"] >= older_than_days]
+        for r in gone:
+            shutil.rmtree(self.root / r["key"], ignore_errors=True)
+        return gone
 
 
 def link_tree(src: Path, dest: Path) -> None:

@@ -4,6 +4,7 @@
     lifecycle releases show releases/r1
     lifecycle releases diff releases/r1 releases/r2  # config, metrics, bench, gates, verdict
     lifecycle releases diff releases/r1 releases/r2 --json
+    lifecycle releases cache --prune --older-than 30   # drop stage-cache entries no ship used for 30 days
 
 `load_release` is the one reader: it refuses a folder without release.json or with another schema, and
 checks every stage output against the sha256 recorded in release.json.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -354,8 +355,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON instead of tab
 
 
 def register(root: typer.Typer) -> None:
-    """Add `releases list|show|diff` to the root CLI."""
-    app = typer.Typer(help="Look at release folders written by `lifecycle ship`: list, show, diff.",
+    """Add `releases list|show|diff|cache` to the root CLI."""
+    app = typer.Typer(help="Look at release folders written by `lifecycle ship` (list, show, diff) and at its "
+                           "stage cache (cache).",
                       no_args_is_help=True)
 
     def _print(parts: list) -> None:
@@ -404,5 +406,38 @@ def register(root: typer.Typer) -> None:
             print(json.dumps(data, indent=2))
             return
         _print(_diff_parts(data))
+
+    @app.command("cache")
+    def cache_cmd(
+        prune: Annotated[bool, typer.Option("--prune", help="remove entries unused for --older-than days")] = False,
+        older_than: Annotated[float, typer.Option("--older-than", min=0, metavar="DAYS",
+                                                  help="with --prune: days since a ship last used an entry "
+                                                       "(0 removes everything)")] = 14.0,
+        cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="the stage cache "
+                                                          "(default $LIFECYCLE_HOME/cache/ship)")] = None,
+        as_json: JsonOpt = False,
+    ) -> None:
+        """Show the stage cache of `lifecycle ship`, or prune it. Releases keep their files (hard links)."""
+        from lifecycle.release.cache import StageCache
+        from lifecycle.release.config import ShipConfig
+        from lifecycle.release.pipeline import cache_root
+
+        cache = StageCache(cache_dir or cache_root(ShipConfig()))
+        if prune:
+            with cache:  # waits for no ship: a running one holds the lock and this says so
+                rows = cache.prune(older_than)
+        else:
+            rows = cache.entries()
+        if as_json:
+            print(json.dumps({"cache": str(cache.root), "pruned": prune, "entries": rows}, indent=2))
+            return
+        mib = lambda n: f"{n / 2**20:.1f} MiB"  # noqa: E731
+        title = f"{'pruned from' if prune else 'stage cache'} {cache.root}"
+        table = _table(title, ["KEY", "HOLDS", "UNUSED (days)", "SIZE", "FREED BY PRUNE"],
+                       [[r["key"], ", ".join(r["holds"]), f"{r['age_days']:.1f}", mib(r["bytes"]),
+                         mib(r["bytes_freed"])] for r in rows])
+        total = (f"{len(rows)} entries, {mib(sum(r['bytes'] for r in rows))}, "
+                 f"{mib(sum(r['bytes_freed'] for r in rows))} {'freed' if prune else 'not linked by a release'}")
+        _print([table, total] if rows else [f"(nothing {'to prune' if prune else 'cached'} in {cache.root})"])
 
     root.add_typer(app, name="releases")
