@@ -424,7 +424,7 @@ def register(root: typer.Typer) -> None:
 
         cache = StageCache(cache_dir or cache_root(ShipConfig()))
         if prune:
-            with cache:  # waits for no ship: a running one holds the lock and this says so
+            with cache:  # refuses in one line while a ship holds the lock
                 rows = cache.prune(older_than)
         else:
             rows = cache.entries()
