@@ -45,8 +45,8 @@ class PolicyOptions:
 
 def load_policy(cfg):
     """Seed, pin threads and return (policy artifact, merged model, tokenizer)."""
+    from lifecycle.loading import load_causal_lm, setup_torch
     from lifecycle.models import resolve
-    from lifecycle.train.common import load_causal_lm, setup_torch
 
     setup_torch(cfg.threads, cfg.seed)
     policy = resolve(cfg.model)
@@ -68,31 +68,26 @@ def load_data(spec: str, fields: tuple[str, ...], method: str, example: str, n: 
 
 
 def _completion_logprobs(model, tok, prompts: list[list[dict]], completions: list[list[dict]]) -> list[float]:
-    """Sum of log p(completion tokens | prompt) for each chat, in one padded batch."""
-    import torch
+    """Sum of log p(completion tokens | prompt) for each chat, in memory-bounded batches."""
+    from lifecycle.loading import eos_token_ids, pad_token_id
+    from lifecycle.logprobs import span_logprobs
 
-    rows, starts = [], []
+    rows, spans = [], []
     for p, c in zip(prompts, completions):
         head = tok.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
         full = tok.apply_chat_template(p + c, tokenize=False)
         h = tok(head, add_special_tokens=False)["input_ids"]
         f = tok(full, add_special_tokens=False)["input_ids"]
         rows.append(f)
-        starts.append(len(h))
-    width = max(map(len, rows))
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+        spans.append((max(len(h), 1), len(f)))
     was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), -1)
-    if was_training:
-        model.train()
-    tok_logp = logp.gather(-1, ids[:, 1:, None])[..., 0]
-    positions = torch.arange(1, width)[None, :]
-    keep = (positions >= torch.tensor(starts)[:, None]) & (mask[:, 1:] == 1)
-    return (tok_logp * keep).sum(-1).tolist()
+    try:
+        found = span_logprobs(model, rows, spans, pad_token_id(tok, eos_token_ids(model, tok)))
+    finally:
+        if was_training:
+            model.train()
+    return [lp for lp, _, _ in found]
 
 
 def preference_rates(model, tok, n: int) -> dict:
@@ -113,13 +108,14 @@ def preference_rates(model, tok, n: int) -> dict:
     return out
 
 
-def policy_measures(model, tok, n: int) -> dict:
-    """Held-out exact match, verbose rate and preference rates (what the preference methods move)."""
+def policy_measures(model, tok, n: int, profile: str = "arith") -> dict:
+    """Held-out exact match, verbose rate and preference rates (what the preference methods move), on the
+    built-in arithmetic lineage only; other models are measured by their release's eval tasks."""
     from lifecycle.train.common import stage_eval
 
-    if not n:
+    if not n or profile != "arith":
         return {}
-    return {**stage_eval(model, tok, n), **preference_rates(model, tok, n)}
+    return {**stage_eval(model, tok, n, profile), **preference_rates(model, tok, n)}
 
 
 def before_after(before: dict, after: dict) -> dict:
@@ -153,7 +149,10 @@ def train_and_write(cfg, out: Path, policy, model, tok, make_trainer, extra_metr
 
     from lifecycle.train.common import MetricsLog, drop_printer
 
-    before = policy_measures(model, tok, cfg.eval_items)
+    from lifecycle.models import task_profile
+
+    profile = task_profile(policy)
+    before = policy_measures(model, tok, cfg.eval_items, profile)
     log = MetricsLog()
     with tempfile.TemporaryDirectory() as work:
         trainer = make_trainer(work, log)
@@ -161,5 +160,5 @@ def train_and_write(cfg, out: Path, policy, model, tok, make_trainer, extra_metr
         result = trainer.train()
     metrics = {"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1)}
     metrics.update(extra_metrics(trainer, log) if extra_metrics else {})
-    metrics.update(before_after(before, policy_measures(trainer.model, tok, cfg.eval_items)))
+    metrics.update(before_after(before, policy_measures(trainer.model, tok, cfg.eval_items, profile)))
     return write_policy_adapter(out, cfg, policy, trainer.model, tok, log, metrics)

@@ -21,17 +21,17 @@ class HFEngine(Engine):
         self.tok = tokenizer
         self.artifact = artifact
         self.max_batch_size = max_batch_size
-        if self.tok.pad_token_id is None:
-            self.tok.pad_token = self.tok.eos_token
-        eos = {self.tok.eos_token_id}
-        gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
-        self.eos_ids = sorted(e for e in eos if e is not None)
+        from lifecycle.loading import eos_token_ids, pad_token_id
+
+        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.pad_id = pad_token_id(tokenizer, self.eos_ids)  # the tokenizer itself is left as it was
+        self.device = next(model.parameters()).device
 
     @classmethod
     def load(cls, artifact: Artifact, threads: int = 0, trust_remote_code: bool = False,
-             dtype: str = "float32", max_batch_size: int = 32) -> "HFEngine":
-        from lifecycle.train.common import load_causal_lm, quiet_libraries, setup_torch
+             dtype: str = "auto", max_batch_size: int = 32) -> "HFEngine":
+        """`dtype="auto"` keeps the checkpoint's dtype (bf16 stays bf16)."""
+        from lifecycle.loading import load_causal_lm, quiet_libraries, setup_torch
 
         quiet_libraries()
         if threads:
@@ -65,7 +65,7 @@ class HFEngine(Engine):
 
     def _gen_kwargs(self, params: SamplingParams) -> dict:
         kw = dict(max_new_tokens=params.max_tokens, eos_token_id=self.eos_ids,
-                  pad_token_id=self.tok.pad_token_id, do_sample=params.temperature > 0)
+                  pad_token_id=self.pad_id, do_sample=params.temperature > 0)
         if params.temperature > 0:
             kw.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
         if params.stop:
@@ -98,9 +98,9 @@ class HFEngine(Engine):
         for start in range(0, len(encoded), self.max_batch_size):
             batch = encoded[start: start + self.max_batch_size]
             width = max(len(x) for x in batch)
-            pad = self.tok.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch])
-            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch])
+            pad = self.pad_id
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch], device=self.device)
+            mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.device)
             with torch.inference_mode():
                 gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **self._gen_kwargs(params))
             for row, ids in zip(gen, batch):
@@ -131,7 +131,8 @@ class HFEngine(Engine):
         def run() -> None:
             try:
                 with torch.inference_mode():
-                    self.model.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                    self.model.generate(input_ids=torch.tensor([ids], device=self.device),
+                                        attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
                                         streamer=streamer, stopping_criteria=StoppingCriteriaList([_Halt()]), **kwargs)
             except BaseException as e:  # surfaced in the consumer thread below
                 tokens.put(e)
@@ -155,30 +156,18 @@ class HFEngine(Engine):
             worker.join(timeout=30)
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
-        torch = self.torch
-        results: list[Score] = []
-        for start in range(0, len(requests), self.max_batch_size):
-            batch = requests[start: start + self.max_batch_size]
-            rows, spans = [], []
-            for ctx, cont in batch:
-                enc = self.tok(ctx + cont, add_special_tokens=True, return_offsets_mapping=True)
-                first = next((i for i, (s, e) in enumerate(enc.offset_mapping) if e > len(ctx)), len(enc.input_ids))
-                first = max(first, 1)  # the first token has no context to be predicted from
-                rows.append(enc.input_ids)
-                spans.append((first, len(enc.input_ids)))
-            width = max(len(r) for r in rows)
-            pad = self.tok.pad_token_id
-            input_ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
-            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-            with torch.inference_mode():
-                logits = self.model(input_ids=input_ids, attention_mask=mask).logits.float()
-            logp = torch.log_softmax(logits, dim=-1)
-            for i, (a, b) in enumerate(spans):
-                targets = input_ids[i, a:b]
-                lp = logp[i, a - 1: b - 1].gather(-1, targets[:, None]).squeeze(-1)
-                greedy = bool((logp[i, a - 1: b - 1].argmax(-1) == targets).all()) if b > a else True
-                results.append(Score(logprob=float(lp.sum()), num_tokens=b - a, is_greedy=greedy))
-        return results
+        """Log-likelihood of each continuation, with logits kept only where a continuation token is scored."""
+        from lifecycle.logprobs import span_logprobs
+
+        rows, spans = [], []
+        for ctx, cont in requests:
+            enc = self.tok(ctx + cont, add_special_tokens=True, return_offsets_mapping=True)
+            first = next((i for i, (s, e) in enumerate(enc.offset_mapping) if e > len(ctx)), len(enc.input_ids))
+            first = max(first, 1)  # the first token has no context to be predicted from
+            rows.append(enc.input_ids)
+            spans.append((first, len(enc.input_ids)))
+        found = span_logprobs(self.model, rows, spans, self.pad_id, max_rows=self.max_batch_size)
+        return [Score(logprob=lp, num_tokens=n, is_greedy=g) for lp, n, g in found]
 
     def close(self) -> None:
         self.model = None

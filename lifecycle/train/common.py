@@ -1,4 +1,8 @@
-"""Pieces every training stage shares: threads and seeds, model loading by artifact, progress and logs."""
+"""Pieces every training stage shares: progress bars and logs, trainer arguments, the arithmetic stage check.
+
+Model and tokenizer loading live in `lifecycle.loading` (shared with the engines and quantize); the names
+below are re-exported for the stages that import them from here.
+"""
 
 from __future__ import annotations
 
@@ -9,82 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.artifact import Artifact
-from lifecycle.errors import UserError
-
-
-def setup_torch(threads: int, seed: int) -> None:
-    """Pin torch's thread count (the default oversubscribes 2 shared cores badly) and seed everything."""
-    import torch
-    from transformers import set_seed
-
-    if threads > 0:
-        torch.set_num_threads(threads)
-    set_seed(seed)
-    quiet_libraries()
-
-
-def quiet_libraries() -> None:
-    """Silence library progress bars and deprecation chatter; our own progress bar reports the work."""
-    import importlib.util
-    import warnings
-
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    if importlib.util.find_spec("datasets"):
-        import datasets
-
-        datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\..*")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(trl|peft)\..*")
-    if importlib.util.find_spec("logbar"):
-        # gptqmodel (which peft imports during any LoRA run) prints a banner and a GIL notice through its
-        # LogBar logger; LogBar replaces plain logging levels, so set it on LogBar's shared instance.
-        import logging
-
-        from logbar import LogBar
-
-        LogBar.shared().setLevel(logging.ERROR)
-
-
-def load_causal_lm(art: Artifact, trust_remote_code: bool = False, dtype: str = "float32"):
-    """Return (model, tokenizer) for an `hf` checkpoint or an `adapter` artifact (base merged in memory).
-
-    Adapters stack: an adapter's base may itself be an adapter; each level is merged before the next.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if art.format == "hf":
-        tok = AutoTokenizer.from_pretrained(str(art.path), trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(art.path), dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
-        return model, tok
-    if art.format == "adapter":
-        model, tok = load_causal_lm(adapter_base(art), trust_remote_code, dtype)
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, str(art.path)).merge_and_unload()
-        return model, tok
-    raise UserError(f"{art.path} has format '{art.format}'; training needs an 'hf' or 'adapter' artifact")
-
-
-def adapter_base(art: Artifact) -> Artifact:
-    """The artifact an adapter was trained on, verified (its path and manifest hash are in `base`)."""
-    base = art.manifest.get("base")
-    if not base:
-        raise UserError(f"adapter {art.path} records no base model in its manifest")
-    recorded = Path(base["path"])
-    # A release directory may have moved since training: also look beside the adapter and by name.
-    for candidate in (recorded, art.path.parent / recorded.name, Path(__file__).parents[1] / "builtin" / recorded.name):
-        if (candidate / "manifest.json").is_file() or (candidate / "config.json").is_file():
-            parent = Artifact.load(candidate, verify=False)
-            if parent.manifest_sha256 == base["sha256"]:
-                parent.verify()
-                return parent
-    raise UserError(f"adapter {art.path}: its base {recorded} is missing or changed since the adapter was trained "
-                    f"(expected manifest sha256 {base['sha256'][:12]}…)")
+from lifecycle.loading import (adapter_base, base_ref, load_causal_lm, quiet_libraries, save_tokenizer,  # noqa: F401
+                               setup_torch)
 
 
 class MetricsLog:
@@ -164,15 +94,13 @@ def trainer_common_args(output_dir: str, cfg) -> dict:
     )
 
 
-def base_ref(art: Artifact) -> dict:
-    """How an adapter names its base: path plus manifest sha256, checked again when the adapter loads."""
-    from lifecycle.artifact import parent_ref
+def stage_eval(model, tok, n: int, profile: str = "arith") -> dict:
+    """Held-out exact match and verbose rate in the chat format, and exact match of raw `a+b=` text.
 
-    return parent_ref(art)
-
-
-def stage_eval(model, tok, n: int) -> dict:
-    """Held-out exact match and verbose rate in the chat format, and exact match of raw `a+b=` text."""
+    Only for the built-in arithmetic lineage (`lifecycle.models.task_profile`); other models get nothing
+    here and are measured by `lifecycle eval` / ship's eval stage on their own tasks."""
+    if not n or profile != "arith":
+        return {}
     from lifecycle.engines.hf import HFEngine
     from lifecycle.eval.arith import chat_eval, raw_eval
 
@@ -180,14 +108,3 @@ def stage_eval(model, tok, n: int) -> dict:
     chat, raw = chat_eval(engine, n=n), raw_eval(engine, n=n)
     return {"exact_match": chat["exact_match"], "verbose_rate": chat["verbose_rate"],
             "raw_exact_match": raw["raw_exact_match"], "eval_items": n}
-
-
-def save_tokenizer(tok, dest: Path) -> None:
-    """Save a tokenizer with its SentencePiece model: transformers 5 writes only tokenizer.json, but the
-    llama.cpp converter and onnxruntime-genai read `tokenizer.model`."""
-    import shutil
-
-    tok.save_pretrained(str(dest))
-    source = getattr(tok, "vocab_file", None)
-    if source and Path(source).is_file() and not (Path(dest) / "tokenizer.model").exists():
-        shutil.copyfile(source, Path(dest) / "tokenizer.model")
