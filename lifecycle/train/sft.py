@@ -7,7 +7,9 @@
 LoRA, DoRA and QLoRA write an `adapter` artifact that records its base; `full` writes an `hf` checkpoint.
 QLoRA loads the base in 4-bit NF4 through bitsandbytes (>= 0.50 runs NF4 on CPU) and trains a float LoRA on
 it; the adapter merges into the full-precision base like any other (the usual QLoRA practice).
-The loss covers assistant tokens only, through the `{% generation %}` blocks of the chat template.
+The loss covers assistant tokens only, for any chat template the checkpoint carries (stock or custom):
+`lifecycle.train.chat_masks` tokenizes each chat and marks its assistant turns, and TRL trains on that mask.
+The base keeps its own dtype (`dtype=auto`: a bf16 checkpoint trains a float32 LoRA on a bf16 base).
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ class SFTConfig:
     lora_dropout: float = field(0.0, help="dropout on the LoRA path")
     target_modules: str = field("all-linear", help="modules LoRA wraps: 'all-linear' or comma-separated names")
     max_length: int = field(128, help="tokens per example; longer chats are truncated")
-    assistant_only_loss: bool = field(True, help="train on assistant tokens only (needs {% generation %} in the template)")
+    assistant_only_loss: bool = field(True, help="train on assistant tokens only (any chat template); false trains on the whole chat")
+    dtype: str = field("auto", help="weights dtype while training: auto keeps the checkpoint's (bf16 stays bf16), or float32 | bfloat16 | float16")
     n_examples: int = field(2000, help="examples drawn from a builtin: data source")
-    eval_items: int = field(200, help="held-out sums evaluated after training (0 to skip)")
+    eval_items: int = field(200, help="held-out sums evaluated after training (built-in arithmetic models only; 0 to skip)")
     seed: int = field(0, help="seed for data order, init and sampling")
     threads: int = field(2, help="torch threads")
     trust_remote_code: bool = field(False, help="allow custom model code from the checkpoint (off: safer)")
@@ -47,6 +50,10 @@ class SFTConfig:
             raise UserError(f"sft method '{self.method}' is unknown; choose one of {', '.join(METHODS)}")
         if self.max_steps < 1:
             raise UserError("max_steps must be >= 1")
+        from lifecycle.loading import DTYPES
+
+        if self.dtype not in DTYPES:
+            raise UserError(f"dtype '{self.dtype}' is unknown; use one of {', '.join(DTYPES)}")
 
 
 def lora_config(cfg, use_dora: bool = False):
@@ -92,7 +99,7 @@ def load_qlora_base(base, trust_remote_code: bool = False):
 def run(cfg: SFTConfig, out: Path) -> Path:
     import tempfile
 
-    from lifecycle.models import resolve
+    from lifecycle.models import resolve, task_profile
 
     base = resolve(cfg.model)  # a missing model is a one-line error before the heavy imports
 
@@ -103,6 +110,7 @@ def run(cfg: SFTConfig, out: Path) -> Path:
     from lifecycle.artifact import write_artifact
     from lifecycle.config import to_dict
     from lifecycle.data.load import SFT_FIELDS, load_records
+    from lifecycle.train.chat_masks import tokenize_chats
     from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback,
                                         save_tokenizer, setup_torch, stage_eval, trainer_common_args)
 
@@ -110,28 +118,28 @@ def run(cfg: SFTConfig, out: Path) -> Path:
     if cfg.method == "qlora":
         model, tok = load_qlora_base(base, cfg.trust_remote_code)
     else:
-        model, tok = load_causal_lm(base, trust_remote_code=cfg.trust_remote_code)
-    if cfg.assistant_only_loss and "generation" not in (tok.chat_template or ""):
-        raise UserError("assistant_only_loss needs a chat template with {% generation %} blocks; "
-                        "pass --set assistant_only_loss=false or add them to the template")
+        model, tok = load_causal_lm(base, trust_remote_code=cfg.trust_remote_code, dtype=cfg.dtype)
     records = load_records(cfg.data, SFT_FIELDS, n=cfg.n_examples, seed=cfg.seed)
-    dataset = Dataset.from_list([{"messages": r["messages"]} for r in records])
+    rows, dropped = tokenize_chats(tok, records, cfg.max_length)
+    if not cfg.assistant_only_loss:
+        rows = [{"input_ids": r["input_ids"]} for r in rows]
+    dataset = Dataset.from_list(rows)
 
     log = MetricsLog()
     metrics: dict = {}
     is_adapter = cfg.method != "full"
     with tempfile.TemporaryDirectory() as work:
+        # the rows are tokenized and masked already: TRL only truncates, builds labels from the mask and pads
         args = TRLSFTConfig(**trainer_common_args(work, cfg), max_length=cfg.max_length,
-                            assistant_only_loss=cfg.assistant_only_loss, packing=False)
+                            assistant_only_loss=False, packing=False)
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                              peft_config=lora_config(cfg, cfg.method == "dora") if is_adapter else None,
                              callbacks=[progress_callback(log, f"sft ({cfg.method})")])
         drop_printer(trainer)
         result = trainer.train()
     metrics.update({"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1),
-                    "examples": len(records)})
-    if cfg.eval_items:
-        metrics.update(stage_eval(trainer.model, tok, cfg.eval_items))
+                    "examples": len(rows), "examples_dropped": dict(dropped)})
+    metrics.update(stage_eval(trainer.model, tok, cfg.eval_items, task_profile(base)))
 
     fmt = "adapter" if is_adapter else "hf"
     extra = {"base": base_ref(base), "adapter_method": cfg.method} if is_adapter else None
