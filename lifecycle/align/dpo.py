@@ -57,7 +57,7 @@ def run(cfg: DPOConfig, out: Path) -> Path:
     from lifecycle.artifact import write_artifact
     from lifecycle.config import to_dict
     from lifecycle.data.load import PREFERENCE_FIELDS, load_records
-    from lifecycle.models import resolve
+    from lifecycle.models import resolve, task_profile
     from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback,
                                         save_tokenizer, setup_torch, stage_eval, trainer_common_args)
     from lifecycle.train.sft import lora_config
@@ -85,8 +85,7 @@ def run(cfg: DPOConfig, out: Path) -> Path:
         "reward_accuracy": last.get("rewards/accuracies"),
         "reward_margin": last.get("rewards/margins"),
     })
-    if cfg.eval_items:
-        metrics.update(stage_eval(trainer.model, tok, cfg.eval_items))
+    metrics.update(stage_eval(trainer.model, tok, cfg.eval_items, task_profile(policy)))
     with write_artifact(out, format="adapter", stage="align", parent=policy, options={"method": cfg.METHOD, **to_dict(cfg)},
                         metrics=metrics, extra={"base": base_ref(policy), "adapter_method": "lora"}) as tmp:
         trainer.model.save_pretrained(tmp)

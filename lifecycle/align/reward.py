@@ -25,7 +25,8 @@ METHODS = ("full", "lora")
 class RewardConfig:
     model: str = field("", help="the model to start from: an SFT adapter or hf artifact (a score head is added)")
     data: str = field("builtin:pref-correctness", help="pairs with prompt/chosen/rejected: builtin:pref-*, .jsonl or dataset artifact")
-    eval_data: str = field("", help="held-out pairs for pairwise accuracy (default: builtin:pref-<kind>-heldout matching data)")
+    eval_data: str = field("", help="held-out pairs for pairwise accuracy (default: builtin:pref-<kind>-heldout for "
+                                    "builtin data; for a file, its last 10% is held out and not trained on)")
     output: str = field("", help="artifact directory to write (default: the local store)")
     method: str = field("full", help="full | lora; lora is merged into the checkpoint before saving")
     max_steps: int = field(200, help="optimizer steps")
@@ -49,11 +50,12 @@ class RewardConfig:
             raise UserError(f"reward method '{self.method}' is unknown; choose one of {', '.join(METHODS)}")
 
     def heldout_spec(self) -> str:
+        """Where held-out pairs come from: eval_data, the builtin's held-out twin, or '' (split the data)."""
         if self.eval_data:
             return self.eval_data
         if self.data.startswith("builtin:pref-") and not self.data.endswith("-heldout"):
             return self.data + "-heldout"
-        raise UserError("set eval_data to held-out pairs (prompt/chosen/rejected) to measure reward accuracy")
+        return ""
 
 
 def score_head_model(causal):
@@ -65,7 +67,7 @@ def score_head_model(causal):
     config = copy.deepcopy(causal.config)
     config.num_labels = 1
     config.architectures = None
-    model = AutoModelForSequenceClassification.from_config(config)
+    model = AutoModelForSequenceClassification.from_config(config, dtype=causal.dtype)
     missing, _ = model.load_state_dict(causal.state_dict(), strict=False)
     if any(not k.startswith("score.") for k in missing):
         raise UserError(f"cannot put a score head on this model: weights {missing[:3]} did not map")
@@ -132,9 +134,17 @@ def run(cfg: RewardConfig, out: Path) -> Path:
     )
 
     records = load_data(cfg.data, PREFERENCE_FIELDS, "reward", "builtin:pref-correctness", cfg.n_examples, cfg.seed)
-    heldout = (load_data(cfg.heldout_spec(), PREFERENCE_FIELDS, "reward eval", "builtin:pref-correctness-heldout",
-                         cfg.eval_pairs, cfg.seed + 1) if cfg.eval_pairs else [])
+    heldout: list[dict] = []
+    if cfg.eval_pairs and cfg.heldout_spec():
+        heldout = load_data(cfg.heldout_spec(), PREFERENCE_FIELDS, "reward eval", "builtin:pref-correctness-heldout",
+                            cfg.eval_pairs, cfg.seed + 1)
+    elif cfg.eval_pairs:  # the user's own pairs: hold out the last tenth, never trained on
+        k = min(cfg.eval_pairs, len(records) // 10)
+        if k:
+            records, heldout = records[:-k], records[-k:]
     policy, causal, tok = load_policy(cfg)
+    if tok.pad_token is None:  # Llama-3 and Mistral have none; the score is read at the last non-pad token
+        tok.pad_token = tok.eos_token
     model = score_head_model(causal)
     model.config.pad_token_id = tok.pad_token_id
     dataset = Dataset.from_list([{k: r[k] for k in PREFERENCE_FIELDS} for r in records])
@@ -165,7 +175,7 @@ def run(cfg: RewardConfig, out: Path) -> Path:
         metrics.update({"reward_accuracy": after["pairwise_accuracy"], "reward_margin": after["mean_margin"],
                         "before/reward_accuracy": before["pairwise_accuracy"],
                         "before/reward_margin": before["mean_margin"], "eval_pairs": after["pairs"],
-                        "eval_data": cfg.heldout_spec()})
+                        "eval_data": cfg.heldout_spec() or f"last {len(heldout)} pairs of {cfg.data}"})
     with write_artifact(out, format="reward", stage="reward", parent=policy,
                         options={**to_dict(cfg), "method": f"reward-{cfg.method}"}, metrics=metrics) as tmp:
         trained.save_pretrained(tmp)

@@ -136,7 +136,10 @@ def _train(cfg: RLOptions, out: Path, trainer_cls, config_cls) -> Path:
     keep = [k for k in ("prompt", "answer") if k in records[0]]
     dataset = Dataset.from_list([{k: r[k] for k in keep} for r in records])
     funcs = reward_functions(cfg)
-    before = heldout_reward(model, tok, funcs, cfg.eval_items) if cfg.eval_items else {}
+    from lifecycle.models import task_profile
+
+    measure = bool(cfg.eval_items) and task_profile(policy) == "arith"  # held-out sums: the built-in lineage only
+    before = heldout_reward(model, tok, funcs, cfg.eval_items) if measure else {}
 
     def make(work, log):
         args = config_cls(**trainer_common_args(work, cfg), num_generations=cfg.num_generations,
@@ -150,7 +153,7 @@ def _train(cfg: RLOptions, out: Path, trainer_cls, config_cls) -> Path:
         first = next((row for row in log.history if "reward" in row), {})
         metrics = {"train_reward_first": first.get("reward"), "train_reward_last": last.get("reward"),
                    "train_completion_length": last.get("completions/mean_length")}
-        if cfg.eval_items:
+        if measure:
             after = heldout_reward(trainer.model, tok, funcs, cfg.eval_items)
             metrics.update({**after, **{f"before/{k}": v for k, v in before.items()}})
         return metrics
