@@ -1,7 +1,9 @@
 """The `lifecycle` command line. Commands are thin: they build a config and call a stage's `run`.
 
 Heavy libraries are imported inside command bodies so that `lifecycle --help` imports no torch,
-transformers or ray. A UserError is printed as one line (`error: ...`) with exit status 2.
+transformers or ray. Exit status: 0 done; 1 a release refused by a gate (and nothing else); 2 a user error,
+printed as one line (`error: ...`), a missing optional dependency included; 3 an internal error, printed as
+one line that names the crash log holding the traceback; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -119,13 +121,15 @@ def models(
 @app.command()
 def show(
     artifact: Annotated[str, typer.Argument(help="artifact path or name")],
+    verify: Annotated[bool, typer.Option("--verify", help="re-hash every byte instead of trusting the remembered "
+                                                           "hashes of files whose size and mtime are unchanged")] = False,
 ) -> None:
     """Verify an artifact's files against its manifest and print the manifest."""
     from lifecycle.models import resolve
 
-    art = resolve(artifact)
+    art = resolve(artifact, verify="full" if verify else True)
     manifest = dict(art.manifest)
-    manifest["files"] = f"{len(art.files)} files, all sha256 verified"
+    manifest["files"] = f"{len(art.files)} files, all sha256 verified" + (" (every byte)" if verify else "")
     print(json.dumps(manifest, indent=2, default=str))
 
 
@@ -173,6 +177,25 @@ _register_areas()
 NOISY_LOGGERS = ("torchao", "bitsandbytes", "torch.utils._pytree")
 
 
+EXIT_USER_ERROR, EXIT_CRASH = 2, 3
+
+
+def crash_log(exc: BaseException) -> Path:
+    """Write the traceback of an unexpected exception under $LIFECYCLE_HOME/logs and return the file."""
+    import datetime as _dt
+    import os
+    import traceback
+
+    from lifecycle.models import home
+
+    logs = home() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = logs / f"crash-{stamp}-{os.getpid()}.log"
+    path.write_text(f"command: {' '.join(sys.argv)}\n\n" + "".join(traceback.format_exception(exc)))
+    return path
+
+
 def main() -> None:
     import logging
 
@@ -182,10 +205,19 @@ def main() -> None:
         app()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as e:
+        from lifecycle.extras import install_hint
+
+        print(f"error: {install_hint(e.name or '')}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except Exception as e:  # a bug or an environment failure: one line here, the traceback in a file
+        where = crash_log(e)
+        print(f"internal error: {type(e).__name__}: {str(e)[:300]} (traceback: {where})", file=sys.stderr)
+        sys.exit(EXIT_CRASH)
 
 
 if __name__ == "__main__":

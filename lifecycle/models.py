@@ -41,14 +41,34 @@ def _candidates(extra_dirs: list[Path] | None = None) -> list[tuple[Path, bool]]
     return found
 
 
-def resolve(spec: str | os.PathLike, verify: bool = True) -> Artifact:
-    """A path, a built-in name or a store name -> a verified Artifact."""
+def hub_snapshot(repo_id: str) -> Path:
+    """The local Hugging Face cache's copy of a model id (never downloads), or a UserError saying how to get it."""
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        raise UserError(f"'{repo_id}' looks like a Hugging Face model id, and huggingface_hub is not installed; "
+                        "pass a checkpoint folder instead") from None
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        raise UserError(f"model id '{repo_id}' is not in the local Hugging Face cache, and lifecycle never downloads; "
+                        f"fetch it where there is network (`hf download {repo_id}`, then copy ~/.cache/huggingface) "
+                        "or pass the checkpoint folder") from None
+
+
+def resolve(spec: str | os.PathLike, verify: bool | str = True) -> Artifact:
+    """A path, a built-in name, a store name, or a Hugging Face model id already in the local HF cache ->
+    a verified Artifact. `verify="full"` re-hashes every byte."""
     path = Path(spec).expanduser()
     if path.is_dir():  # an artifact, or a plain Hugging Face checkpoint folder
         return Artifact.load(path, verify=verify)
     for candidate, _ in _candidates():
         if candidate.name == str(spec):
             return Artifact.load(candidate, verify=verify)
+    text = str(spec)
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and all(text.split("/")):
+        return Artifact.load(hub_snapshot(text), verify=verify)
     names = ", ".join(c.name for c, _ in _candidates()) or "none"
     raise UserError(f"no model or artifact named '{spec}' (known: {names}; or give a directory path)")
 
@@ -77,3 +97,34 @@ def human_size(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{n} B"
+
+
+ARITH_PRESETS = ("tiny-arith", "micro")
+
+
+def task_profile(art: Artifact) -> str:
+    """'arith' if the artifact descends from a model this project pretrained on synthetic sums (the built-in
+    demo), else 'generic'. Defaults that mention sums (probe prompts, calibration, smoke tests) apply only to
+    'arith'; every other model gets the generic built-in text set or the release's own data.
+
+    Walks the lineage through `base` (adapters) and `parent` references, reading each manifest without
+    hashing; a link whose folder is gone ends the walk.
+    """
+    import json
+
+    manifest, seen = art.manifest, set()
+    while manifest:
+        made = manifest.get("created_by") or {}
+        options = made.get("options") or {}
+        if made.get("stage") == "pretrain" and options.get("preset") in ARITH_PRESETS and not options.get("data"):
+            return "arith"
+        ref = manifest.get("base") or manifest.get("parent")
+        path = Path(ref["path"]) / MANIFEST if isinstance(ref, dict) and ref.get("path") else None
+        if path is None or str(path) in seen or not path.is_file():
+            return "generic"
+        seen.add(str(path))
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return "generic"
+    return "generic"
