@@ -49,3 +49,23 @@ def sft_adapter(tmp_path_factory, base_artifact, torch_one_thread):
     cfg = sft.SFTConfig(model=str(base_artifact.path), max_steps=8, batch_size=8, n_examples=64,
                         eval_items=20, threads=1)
     return Artifact.load(sft.run(cfg, out))
+
+
+@pytest.fixture(scope="session")
+def family_checkpoints(tmp_path_factory):
+    """`get(name) -> Path`: a tiny random-weight checkpoint of a real model family (tests/families.py:
+    qwen2, qwen2-chatml, llama3, mistral, phi3), built on first use and shared by the session. Treat the
+    folder as read-only; copy it before changing it."""
+    from families import FAMILIES, make_checkpoint
+
+    root = tmp_path_factory.mktemp("families")
+    built = {}
+
+    def get(name: str):
+        if name not in FAMILIES:
+            raise KeyError(f"unknown family {name!r}; choose from {FAMILIES}")
+        if name not in built:
+            built[name] = make_checkpoint(name, root / name)
+        return built[name]
+
+    return get
