@@ -66,7 +66,8 @@ def register(root: typer.Typer) -> None:
         task_weights: Annotated[str, typer.Option(help="request mix: chat=3,completion=2,stream=1")] = "chat=3,completion=2,stream=1",
         seed: Annotated[int, typer.Option(help="prompt mix seed")] = 0,
         max_tokens: Annotated[int, typer.Option(help="max_tokens per request")] = 16,
-        prompts: Annotated[str, typer.Option(help="JSONL of {'prompt'} / {'messages'} instead of built-in sums")] = "",
+        prompts: Annotated[str, typer.Option(help="JSONL of {'prompt'} / {'messages'} instead of the built-in prompts")] = "",
+        prompt_set: Annotated[str, typer.Option(help="built-in prompts: auto (sums when the served model is a local artifact of the arithmetic demo, else generic), arith or generic")] = "auto",
         output: Annotated[Optional[Path], typer.Option("--output", "-o", help="folder for CSV, HTML, locust.json and summary.json")] = None,
     ) -> None:
         """Locust load test (headless, own process) with SLO checks; exits 1 when an SLO is breached."""
@@ -77,7 +78,8 @@ def register(root: typer.Typer) -> None:
         slos = parse_slos(slo)
         out = output or Path("loadtest-results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         s = run_loadtest(endpoint, users, spawn_rate, duration, out, model=model, api_key_env=api_key_env,
-                         task_weights=task_weights, seed=seed, max_tokens=max_tokens, prompts_file=prompts)
+                         task_weights=task_weights, seed=seed, max_tokens=max_tokens, prompts_file=prompts,
+                         prompt_set=prompt_set)
         checks = check_slos(s, slos)
         path = write_summary(s, checks, out)
 

@@ -10,14 +10,19 @@ Options (command line, the web UI, or environment variables LOCUST_<NAME>):
   --task-weights     chat=3,completion=2,stream=1 (relative frequency of each request kind)
   --prompt-seed      seed of the prompt mix (user i uses seed + i)
   --max-tokens       max_tokens of every request
-  --prompts-file     JSONL of {"prompt"} / {"messages"} lines instead of the built-in sums
+  --prompts-file     JSONL of {"prompt"} / {"messages"} lines instead of the built-in prompts
+  --prompt-set       built-in prompts: arith (sums, for the arithmetic demo), generic (multilingual chats and
+                     texts from lifecycle.data.generic) or auto (default: arith when the served model name is
+                     a local artifact of the arithmetic lineage, else generic)
 Streaming requests report two entries: "stream chat" (to the last byte) and "TTFT stream chat"
 (request sent -> first chunk with text), so percentiles of both appear in every Locust report.
-Self-contained on purpose: it needs only locust, so `locust -f` runs it anywhere.
+Self-contained on purpose: with arith prompts it needs only locust, so `locust -f` runs it anywhere; the
+generic set and `auto` import the llm-lifecycle package (pure Python).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -43,6 +48,9 @@ def _options(parser) -> None:
                         help="max_tokens per request")
     parser.add_argument("--prompts-file", default="", env_var="LOCUST_PROMPTS_FILE", include_in_web_ui=True,
                         help="JSONL of {'prompt'} or {'messages'}")
+    parser.add_argument("--prompt-set", default="auto", choices=["auto", "arith", "generic"],
+                        env_var="LOCUST_PROMPT_SET", include_in_web_ui=True,
+                        help="built-in prompts: arith (sums), generic, or auto (from the served model)")
 
 
 def parse_weights(text: str) -> dict[str, int]:
@@ -61,6 +69,34 @@ def builtin_prompt(rng: random.Random) -> tuple[str, list[dict]]:
     """(completion prompt, chat messages) for one random sum."""
     a, b = rng.randrange(100), rng.randrange(100)
     return f"{a}+{b}=", [{"role": "user", "content": f"What is {a}+{b}?"}]
+
+
+COMPLETION_CHARS = 64  # generic completion prompts: the opening of a text (fits a small model's context)
+
+
+@functools.lru_cache(maxsize=1)
+def _generic_pool() -> tuple[list[str], list[list[dict]]]:
+    from lifecycle.data.generic import cut, records
+
+    return ([cut(r["text"], COMPLETION_CHARS) for r in records("texts")], [r["messages"] for r in records("chats")])
+
+
+def generic_prompt(rng: random.Random) -> tuple[str, list[dict]]:
+    """(completion prompt, chat messages) from the built-in generic set, drawn independently."""
+    texts, chats = _generic_pool()
+    return rng.choice(texts), [dict(m) for m in rng.choice(chats)]
+
+
+@functools.lru_cache(maxsize=8)
+def resolve_prompt_set(choice: str, model: str) -> str:
+    """arith | generic; 'auto' asks lifecycle's task profile of the served model name (generic if unknown)."""
+    if choice in ("arith", "generic"):
+        return choice
+    try:
+        from serve.bench.prompts import choose_kind
+    except ImportError:
+        return "generic"
+    return choose_kind("auto", model or None)
 
 
 def _load_file(path: str) -> list[dict]:
@@ -94,6 +130,8 @@ class OpenAIUser(HttpUser):
                 except Exception:
                     r.failure(f"cannot read the model list: HTTP {r.status_code}")
                     self.model = "unknown"
+        kind = resolve_prompt_set(getattr(opts, "prompt_set", "") or "auto", self.model)
+        self.builtin = generic_prompt if kind == "generic" else builtin_prompt
 
     def _prompt(self) -> tuple[str, list[dict]]:
         if self.file_prompts:
@@ -101,7 +139,7 @@ class OpenAIUser(HttpUser):
             if "messages" in item:
                 return item["messages"][-1]["content"], item["messages"]
             return item["prompt"], [{"role": "user", "content": item["prompt"]}]
-        return builtin_prompt(self.rng)
+        return self.builtin(self.rng)
 
     @task
     def request(self) -> None:

@@ -115,10 +115,30 @@ def check_slos(summary: dict, slos: dict[str, float]) -> list[dict]:
     return checks
 
 
+def prompt_set_for(endpoint: str, choice: str = "auto", model: str = "", api_key_env: str = "") -> str:
+    """arith | generic: `choice` as given, or for 'auto' the task profile of the served model (named, or the
+    first in /v1/models) when it is a local artifact; generic when the model is unknown."""
+    from serve.bench.prompts import choose_kind
+
+    if choice != "auto":
+        return choose_kind(choice)
+    if not model:
+        import os
+
+        from serve.bench.runner import _get_json
+
+        key = os.environ.get(api_key_env, "") if api_key_env else ""
+        status, found = _get_json(endpoint.rstrip("/") + "/v1/models", 10, key)
+        model = (found.get("data") or [{}])[0].get("id", "") if status == 200 else ""
+    return choose_kind("auto", model or None)
+
+
 def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, out: Path, *, model: str = "",
                  api_key_env: str = "", task_weights: str = "chat=3,completion=2,stream=1", seed: int = 0,
-                 max_tokens: int = 16, prompts_file: str = "", locustfile: Path = LOCUSTFILE) -> dict:
-    """Run Locust headless against a local endpoint; writes CSV, HTML, locust.json and summary.json to `out`."""
+                 max_tokens: int = 16, prompts_file: str = "", prompt_set: str = "auto",
+                 locustfile: Path = LOCUSTFILE) -> dict:
+    """Run Locust headless against a local endpoint; writes CSV, HTML, locust.json and summary.json to `out`.
+    `prompt_set` (auto | arith | generic) picks the built-in prompts when no `prompts_file` is given."""
     from serve.bench.report import write_atomic
     from serve.bench.runner import check_local
 
@@ -128,6 +148,7 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
     if spawn_rate <= 0:
         raise UserError("--spawn-rate must be > 0 (users started per second)")
     secs = parse_duration(duration)
+    kind = "file" if prompts_file else prompt_set_for(endpoint, prompt_set, model, api_key_env)
     out.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "locust", "-f", str(locustfile), "--host", endpoint.rstrip("/"), "--headless",
            "-u", str(users), "-r", str(spawn_rate), "-t", f"{secs}s", "--stop-timeout", "10", "--only-summary",
@@ -135,7 +156,7 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
            "--task-weights", task_weights, "--prompt-seed", str(seed), "--max-tokens", str(max_tokens)]
     cmd += ["--model", model] if model else []
     cmd += ["--api-key-env", api_key_env] if api_key_env else []
-    cmd += ["--prompts-file", prompts_file] if prompts_file else []
+    cmd += ["--prompts-file", prompts_file] if prompts_file else ["--prompt-set", kind]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 90)
     except subprocess.TimeoutExpired:
@@ -145,7 +166,7 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
     if not json_path.is_file():
         raise UserError(f"locust wrote no results (exit {proc.returncode}); its output: {out / 'locust.log'}")
     summary = summarize(json.loads(json_path.read_text()), users, secs)
-    summary |= {"endpoint": endpoint, "spawn_rate": spawn_rate, "locust_exit": proc.returncode}
+    summary |= {"endpoint": endpoint, "spawn_rate": spawn_rate, "locust_exit": proc.returncode, "prompt_set": kind}
     return summary
 
 

@@ -27,13 +27,17 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
 class QuantOptions:
     """Fields every format shares; each format module subclasses this with its own."""
 
-    eval_items: int = field(200, help="held-out sums for exact match in the parity report (0 skips it; fewer is faster)")
+    eval_items: int = field(200, help="held-out sums for exact match in the parity report, arith set only (0 skips it; fewer is faster)")
     parity_prompts: int = field(32, help="prompts for top-1 agreement, KL and greedy agreement vs the parent")
+    parity_texts: str = field("auto", help="parity inputs: auto (sums for the built-in arithmetic lineage, else the "
+                                           "built-in generic set), arith, generic, or a JSONL of text/prompt/messages lines")
     threads: int = field(1, help="CPU threads for conversion and the parity run (torch, llama.cpp, ORT)")
 
     def __post_init__(self) -> None:
         if self.eval_items < 0 or self.parity_prompts < 1 or self.threads < 1:
             raise UserError("eval_items must be >= 0, parity_prompts >= 1 and threads >= 1")
+        if self.parity_texts not in ("auto", "arith", "generic") and not Path(self.parity_texts).expanduser().is_file():
+            raise UserError(f"parity_texts {self.parity_texts!r} is not auto, arith, generic or an existing JSONL file")
 
 
 def copy_tokenizer(parent: Artifact, dest: Path) -> None:
@@ -92,10 +96,11 @@ def quantize(model: str | Path, name: str, output: str | Path, sets: list[str] |
         try:
             parent_engine = cache["engine"]
             report = compare(parent_engine, child, parent_engine.tok, prompts=opts.parity_prompts,
-                             eval_items=opts.eval_items, parent_metrics=cache.get(("em", opts.eval_items)))
+                             eval_items=opts.eval_items, parent_metrics=cache.get(("em", opts.eval_items)),
+                             texts=opts.parity_texts)
         finally:
             child.close()
-        if opts.eval_items:
+        if "parent_exact_match" in report:
             cache[("em", opts.eval_items)] = {"exact_match": report["parent_exact_match"],
                                               "raw_exact_match": report["parent_raw_exact_match"]}
         size = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())

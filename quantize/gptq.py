@@ -25,7 +25,9 @@ from quantize.driver import QuantOptions
 class Options(QuantOptions):
     bits: int = field(4, help="weight bits (4 or 8; fewer is smaller and less exact)")
     group_size: int = field(32, help="weights per scale; must divide the hidden size (smaller is closer to fp32, larger is smaller)")
-    calibration: str = field("builtin", help="'builtin' (held-in sums and chats) or a .txt (one sample a line) / .jsonl ('text' or 'messages') file")
+    calibration: str = field("builtin", help="'builtin' (held-in sums and chats for the built-in arithmetic lineage, the "
+                                              "generic set's calibration split for any other model), 'arith', 'generic', "
+                                              "or a .txt (one sample a line) / .jsonl ('text' or 'messages') file")
     samples: int = field(128, help="calibration samples (more is slower and usually a little better)")
     desc_act: bool = field(False, help="quantize columns by decreasing activation order (slower load, sometimes more exact)")
 
@@ -45,8 +47,19 @@ def check(parent: Artifact, opts: Options, name: str) -> dict:
     return {}
 
 
-def calibration_texts(opts: Options, tok) -> list[str]:
-    if opts.calibration == "builtin":
+def calibration_texts(opts: Options, tok, profile: str = "arith") -> list[str]:
+    """`opts.samples` calibration texts. `profile` (`lifecycle.models.task_profile` of the parent) decides
+    what 'builtin' means: sums for 'arith', the generic set for 'generic'."""
+    kind = profile if opts.calibration == "builtin" else opts.calibration
+    if kind == "generic":
+        from lifecycle.data.generic import fit_chat, generic_chats, generic_texts
+
+        half = opts.samples // 2
+        chats = generic_chats(half, seed=0, split="calibration") if getattr(tok, "chat_template", None) else []
+        raw = generic_texts(opts.samples - len(chats), seed=0, split="calibration")
+        rendered = [tok.apply_chat_template(fit_chat(tok, c), tokenize=False, add_generation_prompt=True) for c in chats]
+        return [t for pair in zip(rendered, raw) for t in pair] + raw[len(rendered):]  # chats and texts interleaved
+    if kind == "arith":
         import random
 
         from lifecycle.data import synth
@@ -62,7 +75,7 @@ def calibration_texts(opts: Options, tok) -> list[str]:
         return texts
     path = Path(opts.calibration)
     if not path.is_file():
-        raise UserError(f"calibration file {path} not found; use calibration=builtin or a .txt/.jsonl path")
+        raise UserError(f"calibration file {path} not found; use calibration=builtin, arith, generic or a .txt/.jsonl path")
     if path.suffix == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         texts = [r["text"] if "text" in r else tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
@@ -87,7 +100,9 @@ def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
     logging.getLogger("gptqmodel").setLevel(logging.WARNING)
     torch.set_num_threads(opts.threads)
     tok = AutoTokenizer.from_pretrained(str(parent.path))
-    texts = calibration_texts(opts, tok)
+    from lifecycle.models import task_profile
+
+    texts = calibration_texts(opts, tok, task_profile(parent))
     qcfg = QuantizeConfig(bits=opts.bits, group_size=opts.group_size, desc_act=opts.desc_act)
     model = GPTQModel.load(str(parent.path), qcfg, device="cpu")
     model.quantize(texts, batch_size=8)

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from lifecycle.config import field
 from lifecycle.errors import UserError
@@ -46,7 +47,10 @@ class BenchConfig:
     engine: str = field("local", help="serving backend for artifacts: local (one process) or ray (Ray Serve, ~20 s to start)")
     concurrency: list = field([1, 4, 16], help="concurrency levels (requests in flight)")
     num_prompts: int = field(32, help="requests per level; more gives steadier tails, takes longer")
-    input_len: int = field(24, help="built-in prompts: characters (about tokens) per prompt")
+    input_len: int = field(24, help="built-in prompts: characters per prompt (sums: exactly, about a token each; "
+                                    "generic chats: shorter messages get generic context before them, see serve.bench.prompts)")
+    prompt_set: str = field("auto", help="built-in prompts without --prompts: auto (sums for the built-in arithmetic "
+                                         "lineage, generic chats for any other model), arith or generic")
     output_len: int = field(16, help="max_tokens per request (the built-in model rarely stops earlier on raw sums)")
     prompts: str = field("", help="JSONL of {'prompt'} or {'messages'} instead of the built-in prompts")
     seed: int = field(0, help="prompt set seed")
@@ -82,6 +86,8 @@ class BenchConfig:
         if self.eval and len(self.eval) != len(self.models):
             raise UserError(f"--eval needs one file per --model ({len(self.models)}), got {len(self.eval)}")
         M.parse_slo(self.slo)
+        if self.prompt_set not in ("auto", "arith", "generic"):
+            raise UserError(f"prompt_set must be auto, arith or generic, got {self.prompt_set!r}")
 
 
 def check_local(url: str) -> None:
@@ -218,13 +224,15 @@ def _ms(v) -> str:
     return "-" if v is None else f"{v:.1f} ms"
 
 
-def bench_artifact(spec: str, cfg: BenchConfig, prompts: list[dict], workdir: Path, progress=print) -> dict:
+def bench_artifact(spec: str, cfg: BenchConfig, prompts_for: Callable, workdir: Path, progress=print) -> dict:
+    """`prompts_for(artifact)` -> (set name, prompt items) for this model."""
     from lifecycle.models import resolve
     from serve.bench.limits import weight_bytes
     from serve.bench.memory import RssSampler
 
     art = resolve(spec, verify=False)
     name = art.name
+    kind, prompts = prompts_for(art)
     size = sum(p.stat().st_size for p in art.path.rglob("*") if p.is_file())
     progress(f"{name}: starting `lifecycle serve --engine {cfg.engine}` ({art.format}, {size / 2**20:.1f} MB)")
     server = Server(name, str(art.path), cfg, workdir)
@@ -240,14 +248,14 @@ def bench_artifact(spec: str, cfg: BenchConfig, prompts: list[dict], workdir: Pa
             exit_code = server.proc.poll()
     finally:
         server.stop()
-    return {"label": name, "kind": "artifact", "path": str(art.path), "format": art.format, "engine": cfg.engine,
-            "size_bytes": size, "weight_bytes": weight_bytes(art.path), "load_s": server.load_s,
+    return {"label": name, "kind": "artifact", "prompt_set": kind, "path": str(art.path), "format": art.format,
+            "engine": cfg.engine, "size_bytes": size, "weight_bytes": weight_bytes(art.path), "load_s": server.load_s,
             "rss_idle_mb": sampler.steady_bytes("idle") / 2**20, "rss_peak_mb": sampler.peak_bytes / 2**20,
             "rss_steady_mb": max((lv["rss_steady_mb"] for lv in levels), default=0.0),
             "errors": sum(lv["errors"] for lv in levels), "server_exit_code": exit_code, "levels": levels}
 
 
-def bench_endpoint(cfg: BenchConfig, prompts: list[dict], workdir: Path, progress=print) -> dict:
+def bench_endpoint(cfg: BenchConfig, prompts_for: Callable, workdir: Path, progress=print) -> dict:
     url = cfg.endpoint.rstrip("/")
     check_local(url)
     key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
@@ -256,25 +264,35 @@ def bench_endpoint(cfg: BenchConfig, prompts: list[dict], workdir: Path, progres
         raise UserError(f"{url}/v1/models answered {status or 'nothing'}; is the server up? (or pass --served-model)")
     model = cfg.served_model or models["data"][0]["id"]
     progress(f"{url} ({model})")
+    kind, prompts = prompts_for(model)
     levels = _measure(url, model, prompts, cfg, workdir, None, progress)
-    return {"label": model, "kind": "endpoint", "url": url, "errors": sum(lv["errors"] for lv in levels),
-            "levels": levels}
+    return {"label": model, "kind": "endpoint", "prompt_set": kind, "url": url,
+            "errors": sum(lv["errors"] for lv in levels), "levels": levels}
 
 
 def run(cfg: BenchConfig, progress=print) -> dict:
     """Benchmark every target; returns the result dict (see DEFINITIONS for every metric)."""
     from serve.bench.limits import achieved_gbs, memory_bandwidth_gbs
-    from serve.bench.prompts import prompt_set
+    from serve.bench.prompts import choose_kind, prompt_set
 
-    prompts = prompt_set(cfg.num_prompts, cfg.input_len, cfg.output_len, cfg.seed, cfg.prompts or None)
+    sets: dict[str, list[dict]] = {}
+
+    def prompts_for(target) -> tuple[str, list[dict]]:
+        """The prompts file when given, else the built-in set for this model (one per set, shared by models)."""
+        kind = "file" if cfg.prompts else choose_kind(cfg.prompt_set, target)
+        if kind not in sets:
+            sets[kind] = prompt_set(cfg.num_prompts, cfg.input_len, cfg.output_len, cfg.seed, cfg.prompts or None,
+                                    kind="arith" if kind == "file" else kind)
+        return kind, sets[kind]
+
     bw = memory_bandwidth_gbs() if cfg.bandwidth else None
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
     targets = []
     try:
         if cfg.endpoint:
-            targets.append(bench_endpoint(cfg, prompts, workdir, progress))
+            targets.append(bench_endpoint(cfg, prompts_for, workdir, progress))
         for spec in cfg.models:
-            targets.append(bench_artifact(spec, cfg, prompts, workdir, progress))
+            targets.append(bench_artifact(spec, cfg, prompts_for, workdir, progress))
     except BaseException:
         if any(workdir.glob("server-*.log")):
             progress(f"(server logs kept in {workdir})")
