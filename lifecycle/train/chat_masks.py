@@ -1,12 +1,12 @@
 """Tokenize chats for SFT with a loss mask on the assistant turns, for any chat template.
 
-    rows, dropped = tokenize_chats(tok, records, max_length=512)   # [{"input_ids", "assistant_masks"}], {reason: n}
+    rows, notes = tokenize_chats(tok, records, max_length=512)   # [{"input_ids", "assistant_masks"}], {reason: n}
 
 A template with `{% generation %}` blocks gives the mask directly (transformers' `return_assistant_tokens_mask`).
 Any other template, stock or custom, is rendered prefix by prefix: the text before assistant turn i is the
 conversation up to i with the generation prompt, and the turn ends where the conversation up to and including
-i stops agreeing with the whole rendering. Tokens whose first character falls inside such a span are trained
-on, so the end-of-turn marker the template writes after the reply (`<|im_end|>`, `<|eot_id|>`, `</s>`,
+i stops agreeing with the whole rendering. Tokens that lie wholly inside such a span are trained on, so the
+end-of-turn marker the template writes after the reply (`<|im_end|>`, `<|eot_id|>`, `</s>`,
 `<|end|>`) is learned too. Nothing depends on TRL knowing the template by heart.
 """
 
@@ -53,17 +53,25 @@ def tokenize_chat(tok, messages: list[dict]) -> dict:
         return {"input_ids": list(enc["input_ids"]), "assistant_masks": list(enc["assistant_masks"])}
     text, spans = assistant_spans(tok, messages)
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-    mask = [int(any(s <= a < e for s, e in spans) and b > a) for a, b in enc["offset_mapping"]]
+    # a token is trained on only if it lies wholly inside a turn: where two renderings part ways in the
+    # middle of a token ("<|end|>\n<|user|>" vs "<|end|>\n<|endoftext|>" share "<|"), it belongs to the next
+    mask = [int(any(s <= a and b <= e for s, e in spans) and b > a) for a, b in enc["offset_mapping"]]
     return {"input_ids": list(enc["input_ids"]), "assistant_masks": mask}
 
 
-def tokenize_chats(tok, records: list[dict], max_length: int) -> tuple[list[dict], dict[str, int]]:
-    """Tokenized rows for every usable record, and the count of dropped records by reason.
+FOLDED = "system message folded into the first user turn (the chat template has no system role)"
 
-    A record is dropped when the template refuses it (a template may raise, e.g. on a system message or
-    roles that do not alternate) or when no assistant token survives truncation to `max_length`.
+
+def tokenize_chats(tok, records: list[dict], max_length: int) -> tuple[list[dict], dict[str, int]]:
+    """Tokenized rows for every usable record, and counts by reason of records dropped or adjusted.
+
+    A template that refuses a system message (Mistral's, Gemma's) gets it folded into the first user turn,
+    counted under FOLDED. A record is dropped when the template still refuses it (e.g. roles that do not
+    alternate) or when no assistant token survives truncation to `max_length`.
     """
     from jinja2.exceptions import TemplateError
+
+    from lifecycle.data.generic import fold_system
 
     if not getattr(tok, "chat_template", None):
         raise UserError("the model's tokenizer has no chat template; add one (tokenizer_config.json "
@@ -71,18 +79,25 @@ def tokenize_chats(tok, records: list[dict], max_length: int) -> tuple[list[dict
     rows: list[dict] = []
     dropped: dict[str, int] = {}
     for r in records:
+        messages = r["messages"]
         try:
-            row = tokenize_chat(tok, r["messages"])
+            try:
+                row = tokenize_chat(tok, messages)
+            except TemplateError:
+                if not messages or messages[0].get("role") != "system":
+                    raise
+                row = tokenize_chat(tok, fold_system(messages))
+                dropped[FOLDED] = dropped.get(FOLDED, 0) + 1
         except TemplateError as e:
-            reason = f"chat template refused it: {e}"
+            reason = f"dropped: chat template refused it: {e}"
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
         if not any(row["assistant_masks"][:max_length]):
-            reason = f"no assistant token within max_length {max_length}"
+            reason = f"dropped: no assistant token within max_length {max_length}"
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
         rows.append(row)
     if not rows:
-        detail = "; ".join(f"{n} x {why}" for why, n in dropped.items())
+        detail = "; ".join(f"{n} x {why}" for why, n in dropped.items() if why != FOLDED)
         raise UserError(f"no trainable chat records ({detail})")
     return rows, dropped

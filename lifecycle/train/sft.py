@@ -120,7 +120,7 @@ def run(cfg: SFTConfig, out: Path) -> Path:
     else:
         model, tok = load_causal_lm(base, trust_remote_code=cfg.trust_remote_code, dtype=cfg.dtype)
     records = load_records(cfg.data, SFT_FIELDS, n=cfg.n_examples, seed=cfg.seed)
-    rows, dropped = tokenize_chats(tok, records, cfg.max_length)
+    rows, notes = tokenize_chats(tok, records, cfg.max_length)
     if not cfg.assistant_only_loss:
         rows = [{"input_ids": r["input_ids"]} for r in rows]
     dataset = Dataset.from_list(rows)
@@ -138,7 +138,7 @@ def run(cfg: SFTConfig, out: Path) -> Path:
         drop_printer(trainer)
         result = trainer.train()
     metrics.update({"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1),
-                    "examples": len(rows), "examples_dropped": dict(dropped)})
+                    "examples": len(rows), "examples_notes": dict(notes)})
     metrics.update(stage_eval(trainer.model, tok, cfg.eval_items, task_profile(base)))
 
     fmt = "adapter" if is_adapter else "hf"
