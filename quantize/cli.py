@@ -36,6 +36,7 @@ def register(root: typer.Typer) -> None:
         from quantize.driver import quantize as run
 
         sets = list(set or [])
+        options: dict = {}
         if config:  # YAML: model, format (name or list), output, plus any option field; CLI values win
             from lifecycle.config import load_yaml
 
@@ -45,7 +46,7 @@ def register(root: typer.Typer) -> None:
             format = format or ([yaml_formats] if isinstance(yaml_formats, str) else list(yaml_formats))
             yaml_output = data.pop("output", None)
             output = output or (Path(yaml_output) if yaml_output else None)
-            sets = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in data.items()] + sets
+            options = data  # typed values (a YAML list stays a list); --set strings are applied after them
         if not format:
             raise UserError(f"give at least one --format (known: {', '.join(FORMATS)})")
         for name in format:
@@ -64,22 +65,23 @@ def register(root: typer.Typer) -> None:
             task = progress.add_task("quantize", total=len(format), info="")
             for name, out in zip(format, outs):
                 progress.update(task, info=name)
-                sets_for = _sets_for(name, sets, several=len(format) > 1)
-                done.append(run(model, name, out, sets_for, overwrite=overwrite, parent_cache=cache))
+                sets_for, options_for = _for_format(name, sets, options, several=len(format) > 1)
+                done.append(run(model, name, out, sets_for, overwrite=overwrite, parent_cache=cache,
+                                options=options_for))
                 progress.advance(task)
         _print_table(done, FORMATS)
 
 
-def _sets_for(name: str, sets: list[str], several: bool) -> list[str]:
+def _for_format(name: str, sets: list[str], options: dict, several: bool) -> tuple[list[str], dict]:
     """With several formats, a field only some formats have goes to those; with one, unknown fields fail."""
     import dataclasses
 
     from quantize import format_module
 
     if not several:
-        return sets
+        return sets, options
     fields = {f.name for f in dataclasses.fields(format_module(name).Options)}
-    return [s for s in sets if s.split("=", 1)[0].strip() in fields]
+    return [s for s in sets if s.split("=", 1)[0].strip() in fields], {k: v for k, v in options.items() if k in fields}
 
 
 def _print_table(paths: list[Path], formats: dict) -> None:

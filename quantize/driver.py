@@ -57,11 +57,12 @@ def check_parent(parent: Artifact) -> None:
 
 
 def quantize(model: str | Path, name: str, output: str | Path, sets: list[str] | None = None,
-             overwrite: bool = False, parent_cache: dict | None = None) -> Path:
+             overwrite: bool = False, parent_cache: dict | None = None, options: dict | None = None) -> Path:
     """Write the `name` artifact for `model` at `output` and return its path.
 
     `parent_cache` (a dict the caller keeps across formats) holds the parent engine and its exact-match
-    figures, so several formats in one run load and evaluate the parent once.
+    figures, so several formats in one run load and evaluate the parent once. `options` holds typed field
+    values (from YAML: lists stay lists); `sets` are `key=value` strings from the command line, applied last.
     """
     from lifecycle.config import build
     from lifecycle.engine import engine_class, load_engine
@@ -71,7 +72,7 @@ def quantize(model: str | Path, name: str, output: str | Path, sets: list[str] |
 
     spec = format_spec(name)
     mod = format_module(name)
-    opts = build(mod.Options, None, {}, sets)
+    opts = build(mod.Options, None, options or {}, sets)
     parent = resolve(str(model))
     check_parent(parent)
     if hasattr(mod, "check"):

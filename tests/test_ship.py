@@ -110,6 +110,44 @@ def test_quant_option_change_reruns_only_that_format(quick):
     assert _ran(_release(quick / "r3")) == {("quantize", "int8"), ("eval", "int8"), ("bench", "int8")}
 
 
+def test_list_option_reaches_the_format_as_a_list(quick):
+    """A list option in a ship config arrives typed (it used to arrive as ["['lm_head'", "'x']"])."""
+    out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r-list", "--set", "bench.enabled=false",
+                "--set", "formats.int8={eval_items: 20, parity_prompts: 4, skip_modules: [lm_head, embed_tokens]}")
+    assert out.returncode == 0, out.stdout + out.stderr
+    options = Artifact.load(quick / "r-list" / "artifacts" / "int8").created_by["options"]
+    assert options["skip_modules"] == ["lm_head", "embed_tokens"]
+
+
+def test_editing_a_module_sft_imports_reruns_sft_and_everything_after(quick, tmp_path):
+    """The code part of a key follows the import graph: lifecycle/eval/arith.py is imported by sft (its
+    held-out check) but not by data prepare. A copy of the source with that file edited reruns sft and every
+    stage downstream of it, and reuses the data stages; the unedited copy reuses everything."""
+    import shutil
+
+    src = tmp_path / "src"
+    root = Path(__file__).resolve().parents[1]
+    for pkg in ("lifecycle", "quantize", "serve", "loadtest", "deploy"):
+        shutil.copytree(root / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def ship(name):
+        env = {**_env(quick / "home"), "PYTHONPATH": str(src)}
+        return subprocess.run([sys.executable, "-m", "lifecycle.cli", "ship", "--config", "quick.yaml", "-o", name,
+                               "--set", "bench.enabled=false"], capture_output=True, text=True, timeout=1800,
+                              env=env, cwd=quick)
+
+    out = ship("r-copy")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _ran(_release(quick / "r-copy")) == set()  # same source, other folder: every key is the same
+    with open(src / "lifecycle" / "eval" / "arith.py", "a") as f:
+        f.write("\n# an edit that changes no behaviour still changes the code identity\n")
+    out = ship("r-edit")
+    assert out.returncode == 0, out.stdout + out.stderr
+    ran = _ran(_release(quick / "r-edit"))
+    assert {"sft", "align", "merge", "quantize", "eval"} <= {stage for stage, _ in ran}
+    assert ("data-sft", None) not in ran and ("data-pref", None) not in ran
+
+
 def test_gate_change_only_redecides_and_refuses(quick):
     out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r4",
                 "--set", "gates.all=[addition/exact_match >= 1.01]")

@@ -26,10 +26,16 @@ def _methods_help() -> str:
     return help_text()
 
 
+def _method_names() -> str:
+    from lifecycle.align.methods import NOT_OFFERED, names
+
+    return f"{names()} ({NOT_OFFERED})"
+
+
 def register(root: typer.Typer) -> None:
     @root.command(epilog=_methods_help())
     def align(
-        method: Annotated[str, typer.Option(help="dpo | ipo | simpo | cpo | orpo | kto | grpo | rloo (no PPO: TRL 1.x removed it)")] = "dpo",
+        method: Annotated[str, typer.Option(help=_method_names())] = "dpo",
         model: ModelOpt = None,
         data: Annotated[Optional[str], typer.Option(help="pairs (builtin:pref-*), unpaired labels (builtin:kto-*), prompts (builtin:prompts), or a .jsonl")] = None,
         max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,

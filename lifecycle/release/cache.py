@@ -1,12 +1,14 @@
 """The stage cache behind `lifecycle ship`: each stage's output is stored under a key that hashes its inputs.
 
     cache = StageCache(root)
-    key = cache.key("sft", config={...}, inputs={"base": sha, "data": sha}, code=CODE["sft"])
+    key = cache.key("sft", config={...}, inputs={"base": sha, "data": sha},
+                    code=code_identity(("lifecycle.train.sft",), ("torch", "trl")))
     path = cache.artifact_path(key, "sft")          # run the stage into this path (written atomically)
     hit = cache.artifact(key, "sft")                # a verified Artifact, or None
 
 A key is the sha256 of the stage name, its config, its inputs' sha256 and the code that matters (the source
-of the packages the stage runs, plus the versions of the libraries it uses). Entries are written atomically
+of every project module the stage can import, found through the import graph, plus the versions of the
+libraries it uses). Entries are written atomically
 (temp dir or temp file, then rename), so a killed run leaves only temp names, which the next run removes.
 One ship at a time holds the cache's lock. A hit touches its entry, so `lifecycle releases cache --prune`
 can drop what no ship has used for a while; releases hard-link their files, so pruning never breaks one.
@@ -26,36 +28,6 @@ from pathlib import Path
 
 from lifecycle.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[2]
-
-# What each stage's result depends on besides config and inputs: source folders/files and library versions.
-CODE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "data": (("lifecycle/data",), ("datasketch",)),
-    "sft": (("lifecycle/train", "lifecycle/data/load.py", "lifecycle/data/synth.py"),
-            ("torch", "transformers", "trl", "peft", "accelerate")),
-    "align": (("lifecycle/align", "lifecycle/train", "lifecycle/data/load.py", "lifecycle/data/synth.py"),
-              ("torch", "transformers", "trl", "peft", "accelerate")),
-    "merge": (("lifecycle/train/merge.py", "lifecycle/train/common.py"), ("torch", "transformers", "peft")),
-    "quantize": (("quantize/__init__.py", "quantize/driver.py", "quantize/parity.py", "quantize/tokengen.py"),
-                 ("torch", "transformers")),
-    "eval": (("lifecycle/eval", "lifecycle/engine.py", "lifecycle/engines"), ("torch", "transformers")),
-    "bench": (("serve", "lifecycle/engine.py", "lifecycle/engines"), ("torch", "transformers")),
-}
-
-
-@lru_cache(maxsize=None)
-def source_hash(paths: tuple[str, ...]) -> str:
-    """sha256 over the .py files under the given repo-relative folders or files (sorted, path-tagged)."""
-    h = hashlib.sha256()
-    for rel in paths:
-        p = ROOT / rel
-        files = sorted(p.rglob("*.py")) if p.is_dir() else [p]
-        for f in files:
-            if f.is_file():
-                h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 @lru_cache(maxsize=None)
 def lib_version(name: str) -> str:
     try:
@@ -64,10 +36,16 @@ def lib_version(name: str) -> str:
         return "absent"
 
 
-def code_identity(stage: str, extra_paths: tuple[str, ...] = (), extra_libs: tuple[str, ...] = ()) -> dict:
-    paths, libs = CODE[stage]
-    return {"source": source_hash(tuple(paths) + tuple(extra_paths)),
-            "libraries": {n: lib_version(n) for n in (*libs, *extra_libs)}}
+@lru_cache(maxsize=None)
+def code_identity(modules: tuple[str, ...], libs: tuple[str, ...] = (), skip_registries: tuple[str, ...] = ()) -> dict:
+    """What a stage's result depends on besides config and inputs: the source of every project module its
+    modules can import (followed through the import graph, `codegraph.closure`) and its libraries' versions."""
+    from lifecycle.release.codegraph import ROOT, closure, source_hash
+
+    files = closure(modules, skip_registries)
+    return {"source": source_hash(files), "modules": len(files),
+            "files": [str(f.relative_to(ROOT)) for f in files],
+            "libraries": {n: lib_version(n) for n in sorted(set(libs))}}
 
 
 def digest(obj) -> str:

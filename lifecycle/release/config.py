@@ -35,7 +35,7 @@ class ShipConfig:
                                                  "n_sft / n_pref for builtin sources, prepare: "
                                                  "PrepareConfig fields (`lifecycle data prepare --help`)")
     sft: dict = field({}, help="SFTConfig fields, e.g. {method: lora, max_steps: 300}")
-    align: dict = field({"method": "dpo"}, help="method (dpo, ipo, simpo, cpo, orpo, kto, grpo, rloo) and its fields")
+    align: dict = field({"method": "dpo"}, help="method (`lifecycle align --help` lists them) and its fields")
     merge: dict = field({}, help="MergeConfig fields, e.g. {tolerance: 0.001}")
     formats: dict | list = field({"gguf-q8_0": {}, "gguf-q4_0": {}, "int8": {}, "onnx-int8": {}},
                           help="quantized formats to build, each with its options (`lifecycle quantize --help`); "
@@ -76,9 +76,9 @@ class ShipConfig:
             format_spec(name)  # an unknown name lists the known ones
         self.align = dict(self.align)
         self.align.setdefault("method", "dpo")
-        from lifecycle.align.methods import lookup
+        from lifecycle.align.methods import method
 
-        lookup(self.align["method"])
+        method(self.align["method"])
         if isinstance(self.gates, list):
             self.gates = {"all": self.gates}
         if not isinstance(self.gates, dict):

