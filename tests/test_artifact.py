@@ -83,3 +83,45 @@ def test_update_metrics_keeps_manifest_valid(tmp_path):
     again = Artifact.load(art.path)
     assert again.metrics == {"m": 0.5, "exact_match": 0.9}
     assert json.loads((art.path / MANIFEST).read_text())["files"] == art.files
+
+
+def _age(path, seconds=10):
+    """Pretend a file was written `seconds` ago (the memo trusts only settled files)."""
+    import os
+    import time
+
+    past = time.time() - seconds
+    os.utime(path, (past, past))
+
+
+def test_verified_hashes_are_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    import lifecycle.artifact as A
+
+    art = _make(tmp_path)
+    for rel in art.files:
+        _age(art.path / rel)
+    reads = []
+    real = A.sha256_file
+    monkeypatch.setattr(A, "sha256_file", lambda p, *a: reads.append(p.name) or real(p, *a))
+    Artifact.load(art.path)  # settled files: hashed once more, now remembered
+    first = len(reads)
+    Artifact.load(art.path)
+    assert first == 2 and len(reads) == first  # nothing is read again
+    Artifact.load(art.path, verify="full")  # a full check reads every file again
+    assert reads.count("weights.bin") == 2
+    (art.path / "weights.bin").write_bytes(b"\xff" * 200)  # same size, new mtime: re-read and refused
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        Artifact.load(art.path)
+
+
+def test_a_fresh_file_is_not_trusted_from_the_memo(tmp_path):
+    """An edit within the timestamp granularity of the first hash must not be missed ("racy git")."""
+    import os
+
+    art = _make(tmp_path)
+    Artifact.load(art.path)
+    st = os.stat(art.path / "weights.bin")
+    (art.path / "weights.bin").write_bytes(b"\xff" * 200)
+    os.utime(art.path / "weights.bin", ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and mtime as hashed
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        Artifact.load(art.path)
