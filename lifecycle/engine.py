@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Container, Iterable, Iterator, Union
 
 from lifecycle.artifact import Artifact
 from lifecycle.errors import UserError
@@ -103,42 +103,54 @@ def stop_prefix_len(text: str, stops: list[str]) -> int:
     """Length of the longest tail of `text` that is a proper prefix of some stop string."""
     best = 0
     for s in stops:
-        for k in range(min(len(s) - 1, len(text)), 0, -1):
+        for k in range(min(len(s) - 1, len(text)), best, -1):
             if text.endswith(s[:k]):
-                best = max(best, k)
+                best = k
                 break
     return best
 
 
+def byte_fallback_ids(tok) -> frozenset[int]:
+    """Ids of a SentencePiece byte-fallback vocabulary's byte pieces (`<0x41>`); empty for other tokenizers."""
+    return frozenset(i for piece, i in tok.get_vocab().items()
+                     if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"))
+
+
 def detokenize_stream(tokens: Iterable[int], decode: Callable[[list[int]], str], params: SamplingParams,
-                      eos_ids: Iterable[int]) -> Iterator[StreamEvent]:
-    """Turn generated token ids into StreamEvents: EOS and stop strings end it, and text that could still
-    become a stop string (or an incomplete UTF-8 sequence) is held back until it is resolved."""
+                      eos_ids: Iterable[int], byte_tokens: Container[int] = frozenset()) -> Iterator[StreamEvent]:
+    """Turn generated token ids into StreamEvents whose texts join to exactly what decoding all the ids at once
+    gives (cut at the first stop string). EOS and stop strings end it. Held back until resolved: a trailing run
+    of U+FFFD (an incomplete UTF-8 character: byte-fallback decoders write one per byte token, byte-level BPE
+    one per sequence), a tail that could still become a stop string, and the text of a trailing run of
+    `byte_tokens` (see `byte_fallback_ids`: such a decoder turns a whole run into U+FFFDs if a later byte makes
+    it invalid, `\n` included). The rest is flushed at the end."""
     eos = set(eos_ids)
     new: list[int] = []
-    sent, reason, stopped = 0, "length", False
+    sent, reason, run = 0, "length", 0
     for t in tokens:
         new.append(t)
         if t in eos:
             reason = "stop"
             break
+        run = run + 1 if t in byte_tokens else 0
         text = decode(new)
         cut = first_stop(text, params.stop)
         if cut is not None:
             if cut > sent:
                 yield StreamEvent(text[sent:cut], completion_tokens=len(new))
-            sent, reason, stopped = cut, "stop", True
-            break
-        safe = len(text) - stop_prefix_len(text, params.stop)
-        if text.endswith("\ufffd"):
-            safe = min(safe, len(text) - 1)
+            yield StreamEvent("", finish_reason="stop", completion_tokens=len(new))
+            return
+        stable = (decode(new[:-run]) if run else text).rstrip("\ufffd")
+        safe = len(stable) - stop_prefix_len(stable, params.stop)
         if safe > sent:
             yield StreamEvent(text[sent:safe], completion_tokens=len(new))
             sent = safe
-    if not stopped:  # flush what was held back
-        text = decode(new)
-        if len(text) > sent:
-            yield StreamEvent(text[sent:], completion_tokens=len(new))
+    text = decode(new) if new else ""  # flush what was held back (an EOS token's own text counts, as in decode)
+    cut = first_stop(text, params.stop)
+    if cut is not None:
+        text, reason = text[:cut], "stop"
+    if len(text) > sent:
+        yield StreamEvent(text[sent:], completion_tokens=len(new))
     yield StreamEvent("", finish_reason=reason, completion_tokens=len(new))
 
 

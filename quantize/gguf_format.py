@@ -19,6 +19,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -26,7 +27,7 @@ from lifecycle.artifact import Artifact
 from lifecycle.config import field
 from lifecycle.errors import UserError
 from quantize.driver import QuantOptions
-from quantize.tokengen import TokenEngine, load_tokenizer
+from quantize.tokengen import LOGITS_BLOCK_BYTES, TokenEngine, bounded_context, load_tokenizer
 
 GGUF_FILE = "model.gguf"
 # format name -> (llama.cpp ftype name, block size the row length must divide by)
@@ -196,14 +197,28 @@ def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
 
 
 class GGUFEngine(TokenEngine):
-    """llama-cpp-python with `logits_all`, so `score` and the parity report read every position's logits."""
+    """llama-cpp-python on a bounded context, driven through llama.cpp's batch API: generation asks llama.cpp
+    for the last position's logits only; `score` and `logits` (the parity report) flag the rows they need.
 
-    def __init__(self, llm, tokenizer, artifact=None):
-        super().__init__(tokenizer, artifact, context_length=llm.n_ctx(), eos_ids=[llm.token_eos()])
+    Why not `Llama(logits_all=True)`: it keeps a float32 (n_ctx, vocab) array, 62.6 GiB for Llama-3's 131072
+    positions and 128256 tokens. Here llama.cpp's own output buffer holds at most `_rows_per_decode` rows."""
+
+    def __init__(self, llm, tokenizer, artifact=None, context_length: int = 0, trained_context: int = 0):
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        runtime_eos = [llm.token_eos(), llama_cpp.llama_vocab_eot(vocab)]  # -1 where the vocabulary has none
+        super().__init__(tokenizer, artifact, context_length=context_length or llm.n_ctx(), eos_ids=runtime_eos)
         self.llm = llm
+        self.trained_context = trained_context
+        self._vocab = llm.n_vocab()
+        self._rows_per_decode = max(1, min(llm.n_batch, LOGITS_BLOCK_BYTES // (4 * self._vocab)))
+        self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
 
     @classmethod
-    def load(cls, artifact: Artifact, threads: int = 0, n_ctx: int = 0, **_) -> "GGUFEngine":
+    def load(cls, artifact: Artifact, threads: int = 0, context_length: int = 0, n_ctx: int = 0,
+             n_batch: int = 512, **_) -> "GGUFEngine":
+        """`context_length` (alias `n_ctx`): positions to open; 0 = min(the model's trained context, 4096)."""
         try:
             from llama_cpp import Llama
         except ImportError:
@@ -211,33 +226,96 @@ class GGUFEngine(TokenEngine):
         path = artifact.path / GGUF_FILE
         if not path.is_file():
             raise UserError(f"{artifact.path} has no {GGUF_FILE}; it is not a GGUF artifact")
-        llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or 1, n_threads_batch=threads or 1,
-                    logits_all=True, verbose=False, n_batch=512)
-        return cls(llm, load_tokenizer(artifact.path), artifact)
+        trained = trained_context(path)
+        ctx = bounded_context(context_length or n_ctx, trained)
+        llm = Llama(model_path=str(path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
+                    n_threads=threads or 1, n_threads_batch=threads or 1, logits_all=False, verbose=False)
+        return cls(llm, load_tokenizer(artifact.path), artifact, min(ctx, llm.n_ctx()), trained)
 
-    def _sync(self, ids: list[int]) -> None:
-        """Evaluate `ids`, reusing the longest prefix already in llama.cpp's KV cache (as llama-cpp-python's
-        own generate does); the last token is always evaluated so its logits are fresh."""
-        cached = self.llm.input_ids[: self.llm.n_tokens]
-        k, limit = 0, min(len(cached), len(ids) - 1)
+    def _rows(self, ids: list[int], start: int) -> Iterator[np.ndarray]:
+        """Evaluate `ids` and yield the logits rows of positions start..len(ids)-1 in blocks. The longest prefix
+        already in llama.cpp's KV cache (below `start`, whose row must be computed) is reused, as
+        llama-cpp-python's own generate does; `llm.input_ids` / `llm.n_tokens` track the cache."""
+        import llama_cpp
+
+        self._check_fits(ids)
+        llm = self.llm
+        start = min(start, len(ids) - 1)
+        cached = llm.input_ids[: llm.n_tokens]
+        k, limit = 0, min(len(cached), start)
         while k < limit and cached[k] == ids[k]:
             k += 1
-        self.llm.n_tokens = k  # eval() drops the KV cache from here on
-        self.llm.eval(ids[k:])
+        if not llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(llm.ctx), -1, k, -1):
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)  # no partial removal
+            k = 0
+        llm.n_tokens = k
+        while llm.n_tokens < len(ids):
+            pos = llm.n_tokens
+            end = min(len(ids), pos + (llm.n_batch if pos < start else self._rows_per_decode))
+            if pos < start:  # positions without wanted rows go in batches of their own
+                end = min(end, start)
+            block = self._eval(ids[pos:end], pos, want=pos >= start)
+            if block is not None:
+                yield block
+
+    def _eval(self, tokens: list[int], pos: int, want: bool) -> np.ndarray | None:
+        """One llama_decode of `tokens` at positions pos.., with logits for all of them (`want`) or none."""
+        import llama_cpp
+
+        b, n = self._batch, len(tokens)
+        b.n_tokens = n
+        for i, t in enumerate(tokens):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, pos + i, 1, int(want)
+            b.seq_id[i][0] = 0
+        rc = llama_cpp.llama_decode(self.llm.ctx, b)
+        if rc != 0:
+            self.llm.n_tokens = 0
+            raise RuntimeError(f"llama_decode returned {rc}")
+        self.llm.input_ids[pos: pos + n] = tokens
+        self.llm.n_tokens = pos + n
+        if not want:
+            return None
+        out = np.empty((n, self._vocab), dtype=np.float32)
+        for i in range(n):
+            out[i] = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.llm.ctx, i), shape=(self._vocab,))
+        return out
 
     def _prefill(self, ids: list[int]) -> np.ndarray:
-        self._sync(ids)
-        return np.array(self.llm.scores[self.llm.n_tokens - 1])
+        return list(self._rows(ids, len(ids) - 1))[-1][-1]
 
     def _step(self, token: int) -> np.ndarray:
-        self.llm.eval([token])
-        return np.array(self.llm.scores[self.llm.n_tokens - 1])
+        return self._eval([token], self.llm.n_tokens, want=True)[-1]
 
     def logits(self, ids: list[int]) -> np.ndarray:
-        self._sync(ids)
-        return np.array(self.llm.scores[: len(ids)])
+        return np.concatenate(list(self._rows(ids, 0)))
 
     def close(self) -> None:
         if getattr(self, "llm", None) is not None:
+            import llama_cpp
+
+            llama_cpp.llama_batch_free(self._batch)
             self.llm.close()
             self.llm = None
+
+
+def trained_context(path: Path) -> int:
+    """The model's trained context (`<arch>.context_length` in the GGUF metadata; 0 if absent), read by
+    loading the vocabulary only (llama.cpp leaves hparams such as n_ctx_train unset in that mode)."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model, _ = _quiet_stderr(lambda: llama_cpp.llama_model_load_from_file(str(path).encode(), params))
+    if not model:
+        raise UserError(f"llama.cpp could not read {path}")
+    try:
+        buf = ctypes.create_string_buffer(256)
+
+        def meta(key: str) -> str | None:
+            n = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+            return buf.value.decode() if n >= 0 else None
+
+        value = meta(f"{meta('general.architecture')}.context_length")
+        return int(value) if value and value.isdigit() else 0
+    finally:
+        llama_cpp.llama_model_free(model)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from lifecycle.artifact import Artifact
 from lifecycle.config import field
 from lifecycle.errors import UserError
 from quantize.driver import QuantOptions
-from quantize.tokengen import TokenEngine, load_tokenizer
+from quantize.tokengen import TokenEngine, bounded_context, eos_ids_of, load_tokenizer
 
 
 @dataclasses.dataclass
@@ -115,20 +116,22 @@ class OnnxGenAIEngine(TokenEngine):
         self.gen = None
 
     @classmethod
-    def load(cls, artifact: Artifact, threads: int = 0, **_) -> "OnnxGenAIEngine":
+    def load(cls, artifact: Artifact, threads: int = 0, context_length: int = 0, **_) -> "OnnxGenAIEngine":
+        """`context_length`: positions the Generator's KV cache holds (onnxruntime-genai allocates
+        `max_length` of them up front); 0 = min(genai_config's context_length, 4096)."""
         try:
             import onnxruntime_genai as og
         except ImportError:
             raise UserError("ONNX needs onnxruntime-genai; run: pip install -e '.[quant]'") from None
+        genai = json.loads((artifact.path / "genai_config.json").read_text())["model"]
+        ctx = bounded_context(context_length, int(genai.get("context_length") or 0))
         cfg = og.Config(str(artifact.path))
         cfg.clear_providers()
         n = threads or 1
         cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {
-            "intra_op_num_threads": n, "inter_op_num_threads": 1}}}}))
-        genai = json.loads((artifact.path / "genai_config.json").read_text())["model"]
-        eos = genai.get("eos_token_id")
-        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
-        return cls(og.Model(cfg), load_tokenizer(artifact.path), artifact, genai.get("context_length", 0), eos)
+            "intra_op_num_threads": n, "inter_op_num_threads": 1}}}, "search": {"max_length": ctx}}))
+        eos = eos_ids_of(genai.get("eos_token_id"))
+        return cls(og.Model(cfg), load_tokenizer(artifact.path), artifact, ctx, eos)
 
     def _new(self):
         """A Generator at length 0. Making one costs ~14 ms on CPU (measured with onnxruntime-genai 0.18;
@@ -142,7 +145,7 @@ class OnnxGenAIEngine(TokenEngine):
             except (AttributeError, RuntimeError):  # an older runtime without rewind_to, or an unusable generator
                 self.gen = None
         params = og.GeneratorParams(self.model)
-        params.set_search_options(max_length=self.context_length or 2048)
+        params.set_search_options(max_length=self.context_length)
         return og.Generator(self.model, params)
 
     def _last(self) -> np.ndarray:
@@ -158,13 +161,20 @@ class OnnxGenAIEngine(TokenEngine):
         self.gen.append_tokens([token])
         return self._last()
 
-    def logits(self, ids: list[int]) -> np.ndarray:
+    def _rows(self, ids: list[int], start: int) -> Iterator[np.ndarray]:
+        """The runtime returns the last position's logits only: the tokens before `start` go in at once, then
+        one token per wanted row."""
+        self._check_fits(ids)
+        start = max(0, min(start, len(ids) - 1))
         self.gen = self._new()
-        rows = []
-        for t in ids:
+        self.gen.append_tokens(ids[: start + 1])
+        yield self._last()[None]
+        for t in ids[start + 1:]:
             self.gen.append_tokens([t])
-            rows.append(self._last())
-        return np.stack(rows)
+            yield self._last()[None]
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return np.concatenate(list(self._rows(ids, 0)))
 
     def close(self) -> None:
         self.gen = None

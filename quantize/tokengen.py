@@ -1,21 +1,59 @@
 """A token-loop Engine for runtimes that give next-token logits one step at a time (llama.cpp, ORT GenAI).
 
 Subclasses implement `_prefill(ids) -> logits of the last position`, `_step(token) -> logits` and
-`logits(ids) -> [len(ids), vocab]`. Prompts are tokenized and chats rendered with the artifact's own
-Hugging Face tokenizer files (copied into every converted artifact), so every engine sees the same ids.
-Sampling (greedy, temperature, top-p, seed), stop strings and streaming live here, once.
+`logits(ids) -> [len(ids), vocab]`, and may override `_rows(ids, start)` to compute only the rows `score`
+needs. Prompts are tokenized and chats rendered with the artifact's own Hugging Face tokenizer files (copied
+into every converted artifact), so every engine sees the same ids. Sampling (greedy, temperature, top-p,
+seed), stop strings, EOS ids and streaming live here, once.
+
+Context: runtimes size their buffers (KV cache, logits) by the context they open, and real checkpoints
+declare 128k positions, so engines open `bounded_context(...)` positions (default at most 4096).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from lifecycle.engine import Completion, Engine, Prompt, SamplingParams, Score, StreamEvent, detokenize_stream
+from lifecycle.engine import (Completion, Engine, Prompt, SamplingParams, Score, StreamEvent, byte_fallback_ids,
+                              detokenize_stream)
 from lifecycle.errors import UserError
+
+DEFAULT_CONTEXT = 4096  # positions opened when the caller does not ask for a context length
+LOGITS_BLOCK_BYTES = 32 << 20  # float32 logits rows computed (and held) at once when scoring
+
+
+def bounded_context(requested: int, trained: int, default: int = DEFAULT_CONTEXT) -> int:
+    """The context to open: `requested`, or min(trained, default) when it is 0; never beyond the trained one."""
+    if requested < 0:
+        raise UserError(f"context_length must be >= 0 (0 = min(model's trained context, {default})), got {requested}")
+    if not requested:
+        return min(trained, default) if trained > 0 else default
+    if trained > 0 and requested > trained:
+        raise UserError(f"context_length {requested} exceeds the model's trained context {trained}")
+    return requested
+
+
+def eos_ids_of(value) -> list[int]:
+    """An `eos_token_id` field (an int, a list or None) as a list."""
+    if value is None:
+        return []
+    return [int(v) for v in (value if isinstance(value, (list, tuple)) else [value]) if v is not None]
+
+
+def generation_config_eos(folder: Path | None) -> list[int]:
+    """Every EOS id in the folder's generation_config.json (Llama-3 lists three), or []."""
+    path = Path(folder) / "generation_config.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return []
+    try:
+        return eos_ids_of(json.loads(path.read_text()).get("eos_token_id"))
+    except (OSError, ValueError, AttributeError):
+        return []
 
 
 def load_tokenizer(path: Path):
@@ -29,11 +67,14 @@ def load_tokenizer(path: Path):
 
 class TokenEngine(Engine):
     def __init__(self, tokenizer, artifact=None, context_length: int = 0, eos_ids: list[int] | None = None):
+        """`eos_ids` are the runtime's; the tokenizer's EOS and generation_config.json's are added to them."""
         self.tok = tokenizer
         self.artifact = artifact
         self._ctx = context_length
-        eos = set(eos_ids or []) | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
-        self.eos_ids = sorted(eos)
+        eos = set(eos_ids or []) | set(eos_ids_of(tokenizer.eos_token_id))
+        eos |= set(generation_config_eos(getattr(artifact, "path", None)))
+        self.eos_ids = sorted(e for e in eos if e >= 0)
+        self.byte_ids = byte_fallback_ids(tokenizer)
         self._lock = threading.Lock()
 
     # subclasses -------------------------------------------------------------------------------------
@@ -45,6 +86,10 @@ class TokenEngine(Engine):
 
     def logits(self, ids: list[int]) -> np.ndarray:
         raise NotImplementedError
+
+    def _rows(self, ids: list[int], start: int) -> Iterator[np.ndarray]:
+        """Logits rows for positions start..len(ids)-1, in blocks (runtimes that can skip rows override this)."""
+        yield self.logits(ids)[start:]
 
     # prompts ----------------------------------------------------------------------------------------
     @property
@@ -61,6 +106,10 @@ class TokenEngine(Engine):
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self._encode(prompt))
+
+    def _check_fits(self, ids: list[int]) -> None:
+        if self._ctx and len(ids) > self._ctx:
+            raise UserError(f"{len(ids)} tokens exceed the context length {self._ctx}")
 
     def _check_length(self, ids: list[int], params: SamplingParams) -> None:
         if self._ctx and len(ids) + params.max_tokens > self._ctx:
@@ -111,23 +160,35 @@ class TokenEngine(Engine):
         concurrent decodes), so one request at a time holds it; a closed stream releases it."""
         params = params or SamplingParams()
         ids = self._encode(prompt)
+        if not ids:
+            raise UserError("the prompt is empty (and this tokenizer adds no BOS token)")
         self._check_length(ids, params)
         with self._lock:
-            yield from detokenize_stream(self._tokens(ids, params), self._decode, params, self.eos_ids)
+            yield from detokenize_stream(self._tokens(ids, params), self._decode, params, self.eos_ids, self.byte_ids)
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
+        """Continuation log-likelihoods, reading only the rows that predict continuation tokens, a block at a time."""
         results = []
         for ctx, cont in requests:
             enc = self.tok(ctx + cont, add_special_tokens=True, return_offsets_mapping=True)
             ids = enc.input_ids
+            self._check_fits(ids)
             first = next((i for i, (s, e) in enumerate(enc.offset_mapping) if e > len(ctx)), len(ids))
             first = max(first, 1)
-            with self._lock:
-                z = self.logits(ids).astype(np.float64)
-            logp = z - z.max(-1, keepdims=True)
-            logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
-            rows, targets = logp[first - 1: len(ids) - 1], np.array(ids[first:], dtype=np.int64)
-            lp = rows[np.arange(len(targets)), targets] if len(targets) else np.zeros(0)
-            greedy = bool((rows.argmax(-1) == targets).all()) if len(targets) else True
-            results.append(Score(logprob=float(lp.sum()), num_tokens=len(targets), is_greedy=greedy))
+            total, greedy, pos = 0.0, True, first - 1  # row `pos` predicts token pos + 1
+            if first < len(ids):
+                with self._lock:
+                    for block in self._rows(ids, first - 1):
+                        block = np.asarray(block)[: len(ids) - 1 - pos]
+                        if not len(block):
+                            continue
+                        targets = np.array(ids[pos + 1: pos + 1 + len(block)], dtype=np.int64)
+                        greedy = greedy and bool((block.argmax(-1) == targets).all())
+                        z = block.astype(np.float64)
+                        z -= z.max(-1, keepdims=True)
+                        picked = z[np.arange(len(targets)), targets]
+                        np.exp(z, out=z)
+                        total += float((picked - np.log(z.sum(-1))).sum())
+                        pos += len(block)
+            results.append(Score(logprob=total, num_tokens=len(ids) - first, is_greedy=greedy))
         return results

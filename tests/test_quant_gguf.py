@@ -153,3 +153,117 @@ def test_gguf_unknown_bpe_tokenizer_names_the_way_out(bpe_model, tmp_path):
     assert "not recognise" in str(err.value) and not (tmp_path / "x").exists()
     out = quantize(bpe_model, "gguf-q8_0", tmp_path / "y", ["eval_items=0", "parity_prompts=1", "pre_tokenizer=gpt-2"])
     assert Artifact.load(out).metrics["gguf_metadata"]["tokenizer.ggml.model"] == "gpt2"
+
+
+# ---------------------------------------------------------------------------------------- real checkpoints
+
+def _vm() -> dict:
+    """This process's current virtual size and resident set, in MiB (Linux)."""
+    rows = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return {k: int(rows[k].split()[0]) // 1024 for k in ("VmSize", "VmRSS")}
+
+
+@pytest.fixture(scope="module")
+def llama3_gguf(tmp_path_factory, family_checkpoints, torch_one_thread):
+    """Llama-3 shape (128256 tokens, 131072 positions, three EOS ids, bf16) through `lifecycle quantize`:
+    llama.cpp used to open all 131072 positions with a (131072, 128264) float32 logits array (62.6 GiB)."""
+    from quantize.driver import quantize
+
+    src = family_checkpoints("llama3")
+    return src, quantize(src, "gguf-f16", tmp_path_factory.mktemp("llama3") / "f16",
+                         ["eval_items=0", "parity_prompts=1", "threads=1"])
+
+
+def test_gguf_llama3_opens_a_bounded_context(llama3_gguf):
+    _, path = llama3_gguf
+    before = _vm()
+    engine = load_engine(path, threads=1)
+    try:
+        loaded = _vm()
+        assert engine.trained_context == 131072 and engine.context_length == 4096 and engine.llm.n_ctx() == 4096
+        assert {128001, 128008, 128009} <= set(engine.eos_ids)  # generation_config's three, <|eot_id|> first
+        text = "Bounded 你好，世界！ Ça coûte 12 € 🦙. " * 6
+        assert len(engine.tok(text).input_ids) >= 100
+        [s] = engine.score([(text[:20], text[20:])])
+        assert s.num_tokens > 90 and s.logprob < 0
+        after = _vm()
+        # llama.cpp's buffers are virtual until used; the old logits array alone was 64,000+ MiB of them
+        assert loaded["VmSize"] - before["VmSize"] < 2048, (before, loaded)
+        assert after["VmRSS"] - before["VmRSS"] < 400, (before, loaded, after)
+        with pytest.raises(UserError, match="exceeds the context length 4096"):
+            engine.generate(["Hello"], SamplingParams(max_tokens=4096))
+    finally:
+        engine.close()
+    small = load_engine(path, threads=1, context_length=256)
+    assert small.context_length == 256 and small.llm.n_ctx() == 256
+    small.close()
+    with pytest.raises(UserError, match="exceeds the model's trained context 131072"):
+        load_engine(path, threads=1, context_length=262144)
+
+
+def test_gguf_f16_logits_and_scores_match_hf_on_llama3(llama3_gguf):
+    """Per-position log-probabilities at every position (the parity report's path) and continuation scores
+    (rows flagged from the continuation on, reusing the KV cache of the context) agree with transformers."""
+    import numpy as np
+
+    from quantize.parity import _log_softmax, next_token_logits
+
+    src, path = llama3_gguf
+    hf = load_engine(src, threads=1, dtype="float32")
+    engine = load_engine(path, threads=1)
+    try:
+        text = "Scores: 12+34=46. 数学很好！ Voilà 🦙 " * 3
+        ids = hf.tok(text).input_ids
+        lg, lh = engine.logits(ids), next_token_logits(hf, ids)
+        assert lg.shape == lh.shape == (len(ids), 128256)
+        assert np.abs(_log_softmax(lg) - _log_softmax(lh)).max() < 0.01
+        same = [np.corrcoef(lg[i], lh[i])[0, 1] for i in range(len(ids))]
+        shifted = [np.corrcoef(lg[i], lh[i + 1])[0, 1] for i in range(len(ids) - 1)]
+        assert min(same) > 0.999 and max(shifted) < 0.95  # random weights: rows differ by position
+        requests = [(text[:25], text[25:]), ("Scores: 12+34=", "46"), (text, " 🦙")]
+        for a, b in zip(engine.score(requests), hf.score(requests)):
+            assert a.num_tokens == b.num_tokens and abs(a.logprob - b.logprob) < 0.01 * a.num_tokens, (a, b)
+        # score (prefix reused from the cache) == the sum over the rows of a full evaluation
+        ctx, cont = requests[0]
+        enc = engine.tok(ctx + cont, return_offsets_mapping=True)
+        first = next(i for i, (_, e) in enumerate(enc.offset_mapping) if e > len(ctx))
+        lp = _log_softmax(engine.logits(enc.input_ids))
+        expect = sum(lp[i - 1, enc.input_ids[i]] for i in range(first, len(enc.input_ids)))
+        assert abs(engine.score([(ctx, cont)])[0].logprob - expect) < 1e-3
+    finally:
+        engine.close()
+        hf.close()
+
+
+@pytest.fixture(scope="module")
+def multi_eos_gguf(tmp_path_factory, base_artifact, torch_one_thread):
+    """The built-in model with generation_config listing a second EOS id ("!", 490) and a 131072 context."""
+    from quantize.driver import quantize
+
+    src = tmp_path_factory.mktemp("multi-eos") / "model"
+    src.mkdir()
+    for f in base_artifact.path.iterdir():
+        if f.name != "manifest.json":
+            shutil.copyfile(f, src / f.name)
+    cfg = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": 131072}))
+    gen = json.loads((src / "generation_config.json").read_text())
+    (src / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": [4, 490]}))
+    return quantize(src, "gguf-f16", src.parent / "f16", ["eval_items=0", "parity_prompts=1", "threads=1"])
+
+
+def test_gguf_stops_on_every_generation_config_eos(multi_eos_gguf, gguf_artifacts):
+    chat = [{"role": "user", "content": "What is 2+3?"}]
+    plain = load_engine(gguf_artifacts["gguf-f16"].path, threads=1)
+    engine = load_engine(multi_eos_gguf, threads=1)
+    try:
+        assert plain.eos_ids == [4] and engine.eos_ids == [4, 490] and engine.context_length == 4096
+        [full] = plain.generate([chat], SamplingParams(max_tokens=8))
+        assert full.text.startswith("Sure! ") and full.completion_tokens > 2  # the base goes on after "!"
+        [cut] = engine.generate([chat], SamplingParams(max_tokens=8))
+        assert (cut.text, cut.finish_reason, cut.completion_tokens) == ("Sure!", "stop", 2)
+        events = list(engine.stream(chat, SamplingParams(max_tokens=8)))
+        assert "".join(e.text for e in events) == "Sure!" and events[-1].finish_reason == "stop"
+    finally:
+        plain.close()
+        engine.close()

@@ -129,3 +129,46 @@ def test_onnx_int8_block_size_checked_up_front(base_artifact, tmp_path):
         quantize(model, "onnx-int8", tmp_path / "x", SETS)
     with pytest.raises(UserError, match="int8_block_size must be"):
         quantize(base_artifact.path, "onnx-int8", tmp_path / "y", ["int8_block_size=48"])
+
+
+def _rss_mib() -> int:
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmRSS")).split()[1]) // 1024
+
+
+@pytest.fixture(scope="module")
+def long_multi_eos_onnx(tmp_path_factory, base_artifact, torch_one_thread):
+    """The built-in model declaring 131072 positions (genai_config context_length) and a second EOS id
+    ("!", 490) in generation_config.json."""
+    from quantize.driver import quantize
+
+    src = _reshaped_copy(base_artifact, tmp_path_factory.mktemp("long-onnx") / "model", max_position_embeddings=131072)
+    gen = json.loads((src / "generation_config.json").read_text())
+    (src / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": [4, 490]}))
+    return quantize(src, "onnx", src.parent / "onnx", ["eval_items=0", "parity_prompts=1", "threads=1"])
+
+
+def test_onnx_bounded_context_and_every_eos(long_multi_eos_onnx, onnx_artifacts):
+    """onnxruntime-genai allocates the KV cache for `max_length` positions when a Generator is made: the
+    engine opens min(trained, 4096) unless asked; and it stops on generation_config's second EOS."""
+    path = long_multi_eos_onnx
+    assert json.loads((path / "genai_config.json").read_text())["model"]["context_length"] == 131072
+    chat = [{"role": "user", "content": "What is 2+3?"}]
+    engine = load_engine(path, threads=1)
+    rss = _rss_mib()
+    [cut] = engine.generate([chat], SamplingParams(max_tokens=8))
+    bounded_growth = _rss_mib() - rss
+    assert engine.context_length == 4096 and engine.eos_ids == [4, 490]
+    assert (cut.text, cut.finish_reason, cut.completion_tokens) == ("Sure!", "stop", 2)
+    [full] = load_engine(onnx_artifacts["onnx"].path, threads=1).generate([chat], SamplingParams(max_tokens=8))
+    assert full.text.startswith("Sure! ") and full.completion_tokens > 2  # the base goes on after "!"
+    with pytest.raises(UserError, match="exceeds the context length 4096"):
+        engine.generate(["1+1="], SamplingParams(max_tokens=4096))
+    engine.close()
+    # the whole declared context, asked for explicitly: 4 layers x K,V x 2 heads x 131072 x 32 x fp32 = 256 MiB
+    wide = load_engine(path, threads=1, context_length=131072)
+    rss = _rss_mib()
+    wide.generate([chat], SamplingParams(max_tokens=2))
+    assert wide.context_length == 131072 and _rss_mib() - rss > 200 > 40 > bounded_growth
+    wide.close()
+    with pytest.raises(UserError, match="exceeds the model's trained context 131072"):
+        load_engine(path, threads=1, context_length=131073)
