@@ -23,7 +23,10 @@ class HFEngine(Engine):
         self.max_batch_size = max_batch_size
         from lifecycle.loading import eos_token_ids, pad_token_id
 
+        from lifecycle.engine import byte_fallback_ids
+
         self.eos_ids = eos_token_ids(model, tokenizer)
+        self.byte_ids = byte_fallback_ids(tokenizer)  # streamed text waits for a byte-fallback run to resolve
         self.pad_id = pad_token_id(tokenizer, self.eos_ids)  # the tokenizer itself is left as it was
         self.device = next(model.parameters()).device
 
@@ -150,7 +153,7 @@ class HFEngine(Engine):
 
         try:
             yield from detokenize_stream(produced(), lambda ids: self.tok.decode(ids, skip_special_tokens=True),
-                                         params, self.eos_ids)
+                                         params, self.eos_ids, self.byte_ids)
         finally:  # EOS, a stop string or a closed consumer: stop the generating thread
             halt.set()
             worker.join(timeout=30)
