@@ -44,13 +44,18 @@ class PolicyOptions:
 
 
 def load_policy(cfg):
-    """Seed, pin threads and return (policy artifact, merged model, tokenizer)."""
+    """Seed, pin threads and return (policy artifact, merged model, tokenizer).
+
+    TRL's collators need a pad token; a model without one (Llama-3, Mistral) pads with EOS while training
+    (padded positions are masked). The adapter saves the policy's own tokenizer files, unchanged."""
     from lifecycle.loading import load_causal_lm, setup_torch
     from lifecycle.models import resolve
 
     setup_torch(cfg.threads, cfg.seed)
     policy = resolve(cfg.model)
     model, tok = load_causal_lm(policy, trust_remote_code=cfg.trust_remote_code)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     return policy, model, tok
 
 
@@ -132,13 +137,14 @@ def write_policy_adapter(out: Path, cfg, policy, model, tok, log, metrics: dict)
     """Save the trained LoRA as an `adapter` artifact on `policy`, recording method, options and metrics."""
     from lifecycle.artifact import write_artifact
     from lifecycle.config import to_dict
+    from lifecycle.loading import load_tokenizer
     from lifecycle.train.common import base_ref, save_tokenizer
 
     with write_artifact(out, format="adapter", stage="align", parent=policy,
                         options={"method": cfg.METHOD, **to_dict(cfg)}, metrics=metrics,
                         extra={"base": base_ref(policy), "adapter_method": "lora", "align_method": cfg.METHOD}) as tmp:
         model.save_pretrained(tmp)
-        save_tokenizer(tok, tmp)
+        save_tokenizer(load_tokenizer(policy.path, cfg.trust_remote_code), tmp)  # as the policy had it
         log.write(tmp / "train_log.json", metrics)
     return out
 

@@ -87,7 +87,7 @@ def run(cfg: DPOConfig, out: Path) -> Path:
     })
     metrics.update(stage_eval(trainer.model, tok, cfg.eval_items, task_profile(policy)))
     with write_artifact(out, format="adapter", stage="align", parent=policy, options={"method": cfg.METHOD, **to_dict(cfg)},
-                        metrics=metrics, extra={"base": base_ref(policy), "adapter_method": "lora"}) as tmp:
+                        metrics=metrics, extra={"base": base_ref(policy), "adapter_method": "lora", "align_method": cfg.METHOD}) as tmp:
         trainer.model.save_pretrained(tmp)
         save_tokenizer(tok, tmp)
         log.write(tmp / "train_log.json", metrics)
