@@ -63,3 +63,67 @@ def test_show_verifies_the_builtin():
     out = _run("show", "tiny-arith")
     assert out.returncode == 0, out.stderr
     assert "all sha256 verified" in out.stdout
+
+
+def _main(monkeypatch, capsys, argv):
+    from lifecycle import cli
+
+    monkeypatch.setattr(sys, "argv", ["lifecycle", *argv])
+    try:
+        cli.main()
+    except SystemExit as e:
+        return e.code, capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+def test_a_crash_exits_3_with_one_line_naming_its_log(monkeypatch, capsys, tmp_path):
+    """1 means "refused by a gate", 2 "your input": an internal error is neither, and the traceback goes to a file."""
+    import lifecycle.models
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated bug")
+
+    monkeypatch.setenv("LIFECYCLE_HOME", str(tmp_path))
+    monkeypatch.setattr(lifecycle.models, "resolve", boom)
+    code, err = _main(monkeypatch, capsys, ["show", "tiny-arith"])
+    assert code == 3 and len(err.strip().splitlines()) == 1
+    assert err.startswith("internal error: RuntimeError: simulated bug (traceback: ")
+    [log] = list((tmp_path / "logs").glob("crash-*.log"))
+    assert str(log) in err and "Traceback" in log.read_text() and "simulated bug" in log.read_text()
+
+
+def test_a_missing_optional_module_names_the_extra_to_install(monkeypatch, capsys):
+    import lifecycle.models
+
+    def missing(*a, **k):
+        raise ModuleNotFoundError("No module named 'llama_cpp'", name="llama_cpp")
+
+    monkeypatch.setattr(lifecycle.models, "resolve", missing)
+    code, err = _main(monkeypatch, capsys, ["show", "tiny-arith"])
+    assert code == 2 and "pip install 'llm-lifecycle[quant]'" in err and "llama_cpp" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_hub_id_not_in_the_local_cache_is_one_line(tmp_path):
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "show", "Qwen/Qwen2.5-0.5B-Instruct"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2 and "not in the local Hugging Face cache" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_hub_id_resolves_from_the_local_cache(tmp_path, family_checkpoints):
+    """`--model Org/Name` finds a snapshot already in the HF cache (laid out as huggingface_hub does)."""
+    import shutil
+
+    repo = tmp_path / "hub" / "models--Org--tiny-qwen"
+    commit = "0" * 40
+    shutil.copytree(family_checkpoints("qwen2"), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "show", "Org/tiny-qwen"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    manifest = json.loads(out.stdout)
+    assert manifest["format"] == "hf" and manifest["created_by"]["stage"] == "external"

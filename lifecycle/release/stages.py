@@ -315,10 +315,13 @@ class Runner:
                           build=lambda: _bench(art, bench_cfg, self.log))
 
     def deploy(self, name: str, art: Artifact) -> dict:
+        from lifecycle.models import task_profile
         from lifecycle.release import deploy
 
+        profile = task_profile(art)  # the smoke test asks the built-in demo a sum, any other model a chat
         return self.stage("deploy", "deploy", target=name, config={}, inputs={"artifact": art.manifest_sha256},
-                          build=lambda: deploy.run(name, art.path, self.cfg.deploy, self.work / "deploy", self.log))
+                          build=lambda: deploy.run(name, art.path, self.cfg.deploy, self.work / "deploy", self.log,
+                                                   profile=profile))
 
 
 def _evaluate(art: Artifact, eval_cfg: dict, threads: int) -> dict:
