@@ -74,9 +74,31 @@ def torch_dtype(spec: str, path: Path):
     return getattr(torch, checkpoint_dtype(path) if spec == "auto" else spec)
 
 
+def check_loadable(path: Path, trust_remote_code: bool = False) -> None:
+    """Refuse, in one line naming the property and the fix, a checkpoint transformers cannot load as is:
+    custom model code (`auto_map`) without trust_remote_code, or a model type this transformers lacks."""
+    try:
+        cfg = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise UserError(f"{path} ships its own model code (config.json auto_map, model_type "
+                        f"'{cfg.get('model_type')}'); lifecycle does not run a checkpoint's code by default: if you "
+                        "trust its source, pass --set trust_remote_code=true")
+    from transformers import CONFIG_MAPPING
+
+    kind = cfg.get("model_type")
+    if kind and kind not in CONFIG_MAPPING and not cfg.get("auto_map"):
+        import transformers
+
+        raise UserError(f"{path}: model_type '{kind}' is unknown to transformers {transformers.__version__}; "
+                        "upgrade transformers (pip install -U transformers) or convert the checkpoint")
+
+
 def load_tokenizer(path: Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
+    check_loadable(path, trust_remote_code)
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
 
 

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "transformers", "ray", "trl", "peft", "datasets", "sklearn", "fastapi")
 
 
@@ -127,3 +129,18 @@ def test_a_hub_id_resolves_from_the_local_cache(tmp_path, family_checkpoints):
     assert out.returncode == 0, out.stderr
     manifest = json.loads(out.stdout)
     assert manifest["format"] == "hf" and manifest["created_by"]["stage"] == "external"
+
+
+@pytest.mark.parametrize("change,expect", [
+    ({"auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}}, "ships its own model code"),
+    ({"model_type": "no_such_arch"}, "model_type 'no_such_arch' is unknown to transformers")])
+def test_unsupported_checkpoints_are_refused_in_one_line(change, expect, family_checkpoints, tmp_path):
+    import shutil
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(family_checkpoints("qwen2"), ckpt)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    (ckpt / "config.json").write_text(json.dumps({**cfg, **change}))
+    out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "generate", "hi", "--model", str(ckpt)],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 2 and expect in out.stderr and len(out.stderr.strip().splitlines()) == 1
