@@ -154,8 +154,22 @@ def detokenize_stream(tokens: Iterable[int], decode: Callable[[list[int]], str],
     yield StreamEvent("", finish_reason=reason, completion_tokens=len(new))
 
 
-# format name -> "module:Class". Format modules in quantize/ add theirs with register_engine.
+# format name -> "module:Class". Other packages add theirs through the `lifecycle.engines` entry point
+# (pyproject.toml): quantize registers every format it makes, so this core module names none of them.
 _ENGINES: dict[str, str] = {}
+_PLUGINS_LOADED = False
+
+
+def _load_plugins() -> None:
+    """Run each `lifecycle.engines` entry point once (each calls register_engine for its formats)."""
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="lifecycle.engines"):
+        ep.load()()
 
 
 def register_engine(format_name: str, target: str) -> None:
@@ -167,10 +181,12 @@ def register_engine(format_name: str, target: str) -> None:
 
 
 def registered_engines() -> dict[str, str]:
+    _load_plugins()
     return dict(_ENGINES)
 
 
 def engine_class(format_name: str) -> type[Engine]:
+    _load_plugins()
     if format_name not in _ENGINES:
         known = ", ".join(sorted(_ENGINES)) or "none"
         raise UserError(f"no engine for artifact format '{format_name}' (known: {known})")
@@ -189,15 +205,3 @@ def load_engine(artifact: Artifact | str, **options) -> Engine:
 
 register_engine("hf", "lifecycle.engines.hf:HFEngine")
 register_engine("adapter", "lifecycle.engines.hf:HFEngine")
-# quantization formats (issue 5): engines live in quantize/, imported only when such an artifact loads
-register_engine("int8", "quantize.torch_formats:TorchQuantEngine")
-register_engine("fp8", "quantize.torch_formats:TorchQuantEngine")
-register_engine("int4", "quantize.torch_formats:TorchQuantEngine")
-register_engine("gptq", "quantize.gptq:GPTQEngine")
-register_engine("gguf-f16", "quantize.gguf_format:GGUFEngine")
-register_engine("gguf-q8_0", "quantize.gguf_format:GGUFEngine")
-register_engine("gguf-q4_0", "quantize.gguf_format:GGUFEngine")
-register_engine("gguf-q4_k_m", "quantize.gguf_format:GGUFEngine")
-register_engine("onnx", "quantize.onnx_genai:OnnxGenAIEngine")
-register_engine("onnx-int4", "quantize.onnx_genai:OnnxGenAIEngine")
-register_engine("onnx-int8", "quantize.onnx_genai:OnnxGenAIEngine")

@@ -16,15 +16,44 @@ import typer
 from lifecycle.cli_common import ConfigOpt, ModelOpt, OverwriteOpt, SetOpt
 from lifecycle.errors import UserError
 
-FormatOpt = Annotated[Optional[list[str]], typer.Option("--format", "-f", help="format name (repeatable): gguf-f16, gguf-q8_0, "
-                                              "gguf-q4_0, gguf-q4_k_m, int8, fp8, int4, gptq, onnx, onnx-int4, onnx-int8")]
+def _option_fields(module: str, cls: str = "Options") -> list[str]:
+    """Field names of a format module's options dataclass, read from its source (importing the module at
+    `--help` time would pull in its libraries)."""
+    import ast
+    import importlib.util
+
+    spec = importlib.util.find_spec(module)
+    tree = ast.parse(open(spec.origin).read())
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            return [n.target.id for n in node.body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
+    return []
+
+
+def _epilog() -> str:
+    """The option fields, shared and per format module, derived from the FORMATS registry."""
+    from quantize import FORMATS
+
+    by_module: dict[str, list[str]] = {}
+    for name, spec in FORMATS.items():
+        by_module.setdefault(spec.module, []).append(name)
+    shared = _option_fields("quantize.driver", "QuantOptions")
+    parts = [f"{', '.join(names)}: {', '.join(f for f in _option_fields(mod) if f not in shared) or '-'}"
+             for mod, names in by_module.items()]
+    return f"Shared fields (--set key=value): {', '.join(shared)}. Per format: " + "; ".join(parts) + "."
+
+
+def _format_help() -> str:
+    from quantize import FORMATS
+
+    return "format name (repeatable): " + ", ".join(FORMATS)
+
+
+FormatOpt = Annotated[Optional[list[str]], typer.Option("--format", "-f", help=_format_help())]
 
 
 def register(root: typer.Typer) -> None:
-    @root.command(epilog="Shared fields (--set key=value): eval_items, parity_prompts, threads; per format: "
-                         "gguf-*: pre_tokenizer, strip_generation_tags; int8/fp8/int4: skip_modules, "
-                         "nf4_double_quant; gptq: bits, group_size, calibration, samples, desc_act; onnx-int4: int4_block_size, "
-                         "int4_accuracy_level; onnx-int8: int8_block_size, int8_accuracy_level, int8_symmetric.")
+    @root.command(epilog=_epilog())
     def quantize(
         format: FormatOpt = None,
         model: ModelOpt = None,
@@ -91,7 +120,7 @@ def _print_table(paths: list[Path], formats: dict) -> None:
     from lifecycle.artifact import Artifact
     from lifecycle.models import human_size
 
-    table = Table("format", "size", "ratio", "top-1", "KL", "greedy", "EM chat", "EM raw", "tok/s", box=None)
+    table = Table("format", "size", "ratio", "top-1", "KL", "greedy", "EM chat", "EM raw", "NLL Δ", "tok/s", box=None)
     notes = []
     for p in paths:
         art = Artifact.load(p, verify=False)
@@ -101,6 +130,7 @@ def _print_table(paths: list[Path], formats: dict) -> None:
                       f"{m.get('top1_agreement', 0):.3f}", f"{m.get('mean_kl', 0):.1e}", f"{m.get('greedy_agreement', 0):.3f}",
                       "-" if em is None else f"{em:.3f}/{m['parent_exact_match']:.3f}",
                       "-" if raw is None else f"{raw:.3f}/{m['parent_raw_exact_match']:.3f}",
+                      "-" if m.get("nll_delta") is None else f"{m['nll_delta']:+.4f}",
                       f"{m.get('decode_tok_s', 0):.0f}")
         notes.append(f"{art.format}: {p}")
         if m.get("compute"):
@@ -110,7 +140,8 @@ def _print_table(paths: list[Path], formats: dict) -> None:
                          f"or llama.cpp's higher-precision embeddings); file holds {m.get('tensor_types')}")
     console = Console()
     console.print(table)
-    console.print("  agreement and KL vs the parent; EM = held-out exact match, this format/parent")
+    console.print("  agreement and KL vs the parent; EM = held-out exact match, this format/parent (built-in sums "
+                  "only); NLL Δ = per-token NLL on held-out generic texts, this format minus parent")
     for n in notes:
         console.print(f"  note: {n}")
 

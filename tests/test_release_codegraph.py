@@ -22,7 +22,8 @@ def test_registry_strings_count_as_imports_unless_skipped():
     assert "lifecycle/eval/mc.py" in tasks and "lifecycle/eval/ifeval.py" in tasks  # TYPES "module:function"
     with_engines = _rel(closure(["lifecycle.engine"]))
     without = _rel(closure(["lifecycle.engine"], skip_registries=("lifecycle.engine",)))
-    assert "quantize/gguf_format.py" in with_engines and "quantize/gguf_format.py" not in without
+    assert "lifecycle/engines/hf.py" in with_engines and "lifecycle/engines/hf.py" not in without
+    assert not any(f.startswith("quantize/") for f in with_engines)  # the core names no quantize engine
 
 
 def test_relative_and_from_imports_resolve_to_modules():

@@ -161,7 +161,7 @@ def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
         if art_name in benches:
             found.update(bench_metrics(benches[art_name]))
         found.update({f"parity/{k}": v for k, v in art.metrics.items()
-                      if k in ("top1_agreement", "mean_kl", "greedy_agreement", "nll_diff")
+                      if k in ("top1_agreement", "mean_kl", "greedy_agreement", "nll_delta")
                       and isinstance(v, (int, float))})
         if deploy and art_name == cfg.serve:
             found.update({f"deploy/{k}": v for k, v in deploy["loadtest"].items() if isinstance(v, (int, float))})

