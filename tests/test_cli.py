@@ -107,7 +107,7 @@ def test_a_missing_optional_module_names_the_extra_to_install(monkeypatch, capsy
 
 
 def test_a_hub_id_not_in_the_local_cache_is_one_line(tmp_path):
-    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "show", "Qwen/Qwen2.5-0.5B-Instruct"],
                          capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 2 and "not in the local Hugging Face cache" in out.stderr
@@ -123,7 +123,7 @@ def test_a_hub_id_resolves_from_the_local_cache(tmp_path, family_checkpoints):
     shutil.copytree(family_checkpoints("qwen2"), repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "show", "Org/tiny-qwen"], capture_output=True,
                          text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
