@@ -50,6 +50,12 @@ ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML 
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="override a config field: key=value")]
 
 
+def _backends() -> str:
+    from serve.backends import help_text
+
+    return help_text()
+
+
 def register(root: typer.Typer) -> None:
     """Add `serve`, `batch` and `deploy` to the root CLI."""
 
@@ -57,7 +63,7 @@ def register(root: typer.Typer) -> None:
     def serve(
         model: ModelsOpt = None,
         release: Annotated[Optional[Path], typer.Option(help="serve a shipped release (lifecycle ship) under its name; instead of --model")] = None,
-        engine: Annotated[Optional[str], typer.Option(help="ray (default: replicas, batching) or local (one process)")] = None,
+        engine: Annotated[Optional[str], typer.Option(help="serving backend (default ray): " + _backends())] = None,
         host: Annotated[Optional[str], typer.Option(help="bind address")] = None,
         port: Annotated[Optional[int], typer.Option(help="HTTP port")] = None,
         api_key_env: Annotated[Optional[str], typer.Option(help="env var holding the API key (Bearer)")] = None,
@@ -81,14 +87,9 @@ def register(root: typer.Typer) -> None:
             write_serve_config(cfg, specs, str(write_config))
             print(f"wrote {write_config}; run it with: serve run {write_config}")
             return
-        if cfg.engine == "local":
-            from serve.local import run_local
+        from serve.backends import backend
 
-            run_local(cfg, specs)
-        else:
-            from serve.ray_backend import run_ray
-
-            run_ray(cfg, specs)
+        backend(cfg.engine).run(cfg, specs)
 
     @root.command()
     def batch(

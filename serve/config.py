@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from lifecycle.config import field
 from lifecycle.errors import UserError
+from serve.backends import BACKENDS, CLUSTER_FIELDS, LocalOptions, RayOptions, backend, help_text
 
 APP_NAME = "lifecycle"
 IMPORT_PATH = "serve.ray_backend:build_openai_app"
@@ -18,9 +19,11 @@ APP_KEYS = ("max_body_bytes", "request_timeout_s", "max_tokens_limit", "default_
 
 
 @dataclass
-class ServeConfig:
+class SharedOptions:
+    """Fields every backend uses."""
+
     models: list = field([], help="artifacts to serve: DIR, NAME=DIR, built-in name, or mock (repeatable --model)")
-    engine: str = field("ray", help="ray: Ray Serve deployments (replicas, autoscaling, batching); local: one uvicorn process")
+    engine: str = field("ray", help=help_text())
     host: str = field("127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
     port: int = field(8000, help="HTTP port")
     api_key_env: str = field("", help="environment variable holding the API key; empty = no auth")
@@ -33,29 +36,21 @@ class ServeConfig:
     max_batch_size: int = field(16, help="most requests merged into one engine call (dynamic batching)")
     batch_wait_timeout_s: float = field(0.0, help="least wait to fill a batch (0: a lone request starts at once; under load batches fill anyway)")
     stream_interval_ms: float = field(20.0, help="merge streamed tokens produced within this window into one SSE event; 0 = one event per token")
-    min_replicas: int = field(1, help="Ray: replicas per model at least (autoscaling lower bound)")
-    max_replicas: int = field(1, help="Ray: replicas per model at most; above min_replicas enables autoscaling")
-    target_ongoing_requests: int = field(8, help="Ray autoscaling: requests in flight per replica to aim for")
-    max_ongoing_requests: int = field(64, help="Ray: requests one replica accepts at once (queue beyond)")
-    num_cpus: float = field(0.5, help="Ray: CPUs reserved per model replica; fractional packs replicas on small boxes")
-    router_num_cpus: float = field(0.1, help="Ray: CPUs reserved for the HTTP router replica")
-    ray_address: str = field("", help="Ray: connect to this cluster (auto, or ray://host:10001); empty starts one here")
-    ray_temp_dir: str = field("", help="Ray: temp dir for a cluster started here (short path: socket names are limited)")
-    object_store_mb: int = field(100, help="Ray: object store size for a cluster started here")
-    ray_num_cpus: int = field(0, help="Ray: CPUs a cluster started here advertises; 0 = all")
-    startup_timeout_s: float = field(180.0, help="give up if replicas are not running after this long")
+
+
+@dataclass
+class ServeConfig(RayOptions, LocalOptions, SharedOptions):
+    """The shared fields, then each backend's own (its options dataclass in serve/backends.py)."""
 
     def __post_init__(self) -> None:
-        if self.engine not in ("ray", "local"):
-            raise UserError(f"engine must be ray or local, got {self.engine!r}")
+        backend(self.engine)  # an unknown name lists the known ones
         if not 0 < self.port < 65536:
             raise UserError(f"port must be 1-65535, got {self.port}")
-        if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
-            raise UserError("need 1 <= min_replicas <= max_replicas")
         if self.default_max_tokens > self.max_tokens_limit:
             raise UserError("default_max_tokens must not exceed max_tokens_limit")
-        if self.num_cpus <= 0:
-            raise UserError("num_cpus must be > 0 (fractions like 0.5 are fine)")
+        for b in BACKENDS.values():
+            if hasattr(b.options, "check"):
+                b.options.check(self)
 
     def app_settings(self) -> dict:
         return {k: getattr(self, k) for k in APP_KEYS}
@@ -65,8 +60,7 @@ def serve_config(cfg: ServeConfig, specs: list[dict]) -> dict:
     """A Serve config (the `serve run` / `serve deploy` / RayService schema) for these models."""
     defaults = ServeConfig()
     options = {k: getattr(cfg, k) for k in ServeConfig.__dataclass_fields__
-               if k not in ("models", "engine", "host", "port", "ray_address", "ray_temp_dir", "object_store_mb",
-                            "ray_num_cpus", "startup_timeout_s") and getattr(cfg, k) != getattr(defaults, k)}
+               if k not in ("models", "engine", "host", "port", *CLUSTER_FIELDS) and getattr(cfg, k) != getattr(defaults, k)}
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": cfg.host, "port": cfg.port, "request_timeout_s": cfg.request_timeout_s + 5},

@@ -121,3 +121,21 @@ def test_cli_help_imports_nothing_heavy():
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr
     r = subprocess.run([sys.executable, "-m", "lifecycle.cli", "serve", "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "--engine" in r.stdout and "num_cpus" in r.stdout
+
+
+def test_serve_backend_registry_carries_runner_and_options():
+    """Each backend entry names its runner and its own options; ServeConfig holds the union of the options."""
+    import dataclasses
+    import importlib
+
+    from serve.backends import BACKENDS, backend
+    from serve.config import ServeConfig
+
+    names = {f.name for f in dataclasses.fields(ServeConfig)}
+    for name, b in BACKENDS.items():
+        module, fn = b.runner.split(":")
+        assert callable(getattr(importlib.import_module(module), fn)), name
+        assert set(b.option_names()) <= names
+    assert "min_replicas" in backend("ray").option_names() and backend("local").option_names() == ()
+    with pytest.raises(UserError, match="serving engine 'nope' is unknown; choose one of ray, local"):
+        ServeConfig(engine="nope")

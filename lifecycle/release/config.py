@@ -98,8 +98,14 @@ class ShipConfig:
         if self.serve != "merged" and self.serve not in self.formats:
             raise UserError(f"serve: '{self.serve}' is not built by this release; use merged or one of "
                             f"{', '.join(self.formats) or '(no formats)'}")
-        if self.deploy["enabled"] and self.deploy["engine"] not in ("local", "ray"):
-            raise UserError("deploy.engine must be local or ray")
+        from serve.backends import backend
+
+        for section in ("bench", "deploy"):
+            if getattr(self, section)["enabled"]:
+                try:
+                    backend(getattr(self, section)["engine"])
+                except UserError as e:
+                    raise UserError(f"{section}.engine: {e}") from None
         if not isinstance(self.eval["tasks"], list) or not self.eval["tasks"]:
             raise UserError("eval.tasks must be a non-empty list of task names")
 

@@ -44,7 +44,8 @@ class BenchConfig:
     models: list = field([], help="artifacts to benchmark (dir, built-in or store name); each gets its own server")
     endpoint: str = field("", help="benchmark a running OpenAI-compatible server instead (this machine only)")
     served_model: str = field("", help="model name at --endpoint (default: the first in /v1/models)")
-    engine: str = field("local", help="serving backend for artifacts: local (one process) or ray (Ray Serve, ~20 s to start)")
+    engine: str = field("local", help="serving backend for artifacts (serve/backends.py): local (one process) or ray "
+                                      "(Ray Serve, ~20 s to start)")
     concurrency: list = field([1, 4, 16], help="concurrency levels (requests in flight)")
     num_prompts: int = field(32, help="requests per level; more gives steadier tails, takes longer")
     input_len: int = field(24, help="built-in prompts: characters per prompt (sums: exactly, about a token each; "
@@ -71,8 +72,9 @@ class BenchConfig:
                 setattr(self, name, [v.strip() for v in getattr(self, name).split(",") if v.strip()])
         if bool(self.models) == bool(self.endpoint):
             raise UserError("give either --model DIR (repeatable) or --endpoint URL")
-        if self.engine not in ("local", "ray"):
-            raise UserError(f"engine must be local or ray, got {self.engine!r}")
+        from serve.backends import backend
+
+        backend(self.engine)  # an unknown name lists the known ones
         if isinstance(self.concurrency, (str, int)):
             self.concurrency = str(self.concurrency).split(",")
         try:
@@ -136,7 +138,9 @@ class Server:
     def __init__(self, name: str, path: str, cfg: BenchConfig, workdir: Path):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.ray_dir = tempfile.mkdtemp(prefix="bn", dir="/tmp") if cfg.engine == "ray" else None
+        from serve.backends import backend
+
+        self.ray_dir = tempfile.mkdtemp(prefix="bn", dir="/tmp") if backend(cfg.engine).own_temp_dir else None
         cmd = [sys.executable, "-m", "lifecycle.cli", "serve", "--model", f"{name}={path}", "--engine", cfg.engine,
                "--host", "127.0.0.1", "--port", str(self.port), "--set", "threads=1",
                "--set", f"stream_interval_ms={cfg.stream_interval_ms}",
