@@ -86,7 +86,7 @@ def register(root: typer.Typer) -> None:
 
             output = default_output("quantize")
         outs = [output] if len(format) == 1 else [output / name for name in format]
-        from lifecycle.train.common import rich_progress
+        from lifecycle.cli_common import rich_progress
 
         cache: dict = {}
         done = []

@@ -49,33 +49,16 @@ def check(parent: Artifact, opts: Options, name: str) -> dict:
 
 def calibration_texts(opts: Options, tok, profile: str = "arith") -> list[str]:
     """`opts.samples` calibration texts. `profile` (`lifecycle.models.task_profile` of the parent) decides
-    what 'builtin' means: sums for 'arith', the generic set for 'generic'."""
+    what 'builtin' means: its probe set's calibration split (`lifecycle.probes`)."""
+    from lifecycle.probes import PROBES, probe_set
+
     kind = profile if opts.calibration == "builtin" else opts.calibration
-    if kind == "generic":
-        from lifecycle.data.generic import fit_chat, generic_chats, generic_texts
-
-        half = opts.samples // 2
-        chats = generic_chats(half, seed=0, split="calibration") if getattr(tok, "chat_template", None) else []
-        raw = generic_texts(opts.samples - len(chats), seed=0, split="calibration")
-        rendered = [tok.apply_chat_template(fit_chat(tok, c), tokenize=False, add_generation_prompt=True) for c in chats]
-        return [t for pair in zip(rendered, raw) for t in pair] + raw[len(rendered):]  # chats and texts interleaved
-    if kind == "arith":
-        import random
-
-        from lifecycle.data import synth
-
-        rng = random.Random(0)
-        texts = []
-        while len(texts) < opts.samples:
-            a, b = rng.randrange(100), rng.randrange(100)
-            if synth.is_held_out(a, b):
-                continue  # calibration never sees the evaluation sums
-            chat = [{"role": "user", "content": synth.question(a, b, rng)}, {"role": "assistant", "content": str(a + b)}]
-            texts.append(f"{a}+{b}={a + b}\n" if len(texts) % 2 else tok.apply_chat_template(chat, tokenize=False))
-        return texts
+    if kind in PROBES:
+        return probe_set(kind).calibration(tok, opts.samples)
     path = Path(opts.calibration)
     if not path.is_file():
-        raise UserError(f"calibration file {path} not found; use calibration=builtin, arith, generic or a .txt/.jsonl path")
+        raise UserError(f"calibration file {path} not found; use calibration=builtin, {', '.join(PROBES)} or a "
+                        ".txt/.jsonl path")
     if path.suffix == ".jsonl":
         rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         texts = [r["text"] if "text" in r else tok.apply_chat_template(r["messages"], tokenize=False) for r in rows]
@@ -92,7 +75,7 @@ def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
     import torch
     from transformers import AutoTokenizer
 
-    from lifecycle.train.common import save_tokenizer
+    from lifecycle.loading import save_tokenizer
 
     _workers()
     from gptqmodel import GPTQModel, QuantizeConfig
@@ -123,7 +106,7 @@ class GPTQEngine(HFEngine):
     def load(cls, artifact: Artifact, threads: int = 0, max_batch_size: int = 32, **_) -> "GPTQEngine":
         from transformers import AutoTokenizer
 
-        from lifecycle.train.common import quiet_libraries, setup_torch
+        from lifecycle.loading import quiet_libraries, setup_torch
 
         quiet_libraries()
         if threads:

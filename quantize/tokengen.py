@@ -59,7 +59,7 @@ def generation_config_eos(folder: Path | None) -> list[int]:
 def load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    from lifecycle.train.common import quiet_libraries
+    from lifecycle.loading import quiet_libraries
 
     quiet_libraries()
     return AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)

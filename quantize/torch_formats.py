@@ -64,7 +64,7 @@ def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from lifecycle.train.common import quiet_libraries, save_tokenizer
+    from lifecycle.loading import quiet_libraries, save_tokenizer
 
     quiet_libraries()
     torch.set_num_threads(opts.threads)
@@ -90,7 +90,7 @@ class TorchQuantEngine(HFEngine):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from lifecycle.train.common import quiet_libraries, setup_torch
+        from lifecycle.loading import quiet_libraries, setup_torch
 
         quiet_libraries()
         if threads:

@@ -89,7 +89,10 @@ def test_task_profile_picks_the_set(base_artifact, generic_ckpt):
 
 # ---- quantization: parity and GPTQ calibration ---------------------------------------------------------------
 def test_parity_on_a_generic_model_reports_nll_not_exact_match(generic_engine, tmp_path):
-    from quantize.parity import TOKENS_PER_TEXT, compare
+    from lifecycle.data.generic import GenericProbes
+    from quantize.parity import compare
+
+    TOKENS_PER_TEXT = GenericProbes.TOKENS_PER_TEXT
 
     tok = generic_engine.tok
     same = compare(generic_engine, generic_engine, tok, prompts=6, eval_items=50)

@@ -124,3 +124,75 @@ def cut(text: str, chars: int) -> str:
     head = text[:chars]
     space = head.rfind(" ")
     return head[:space] if space > chars // 2 else head
+
+
+class GenericProbes:
+    """The probe set of any model but the built-in demo (`lifecycle.probes`): the held-out split of the
+    generic texts and chats for parity, the other split for calibration, or a user's JSONL (`source`)."""
+
+    name = "generic"
+    TOKENS_PER_TEXT = 128  # teacher-forced positions per text: bounds the [positions, vocab] logits arrays
+    PROMPT_TOKENS = 32  # raw greedy prompts: the first tokens of each text
+    GREEDY_TOKENS = 16
+
+    def __init__(self, source: str = "generic"):
+        self.source = source
+
+    def greedy_params(self):
+        from lifecycle.engine import SamplingParams
+
+        return SamplingParams(max_tokens=self.GREEDY_TOKENS)
+
+    def parity(self, tok, n: int, context: int = 0) -> tuple[list[str], list[list[dict]], list[list[int]]]:
+        """Raw prompts (each text's first tokens), chat prompts, and teacher-forced token ids. A chat whose
+        last turn is the assistant's is scored whole and prompted without that turn. Chats go only to a
+        tokenizer with a chat template; greedy chat prompts that would not fit `context` are left out."""
+        from lifecycle.errors import UserError
+
+        if self.source == "generic":  # at most one pass over the held-out split: no repeated inputs
+            texts = generic_texts(min(n, len(records("texts", "held"))), 4321, split="held")
+            chats = generic_chats(min(n, len(records("chats", "held"))), 4321, split="held")
+        else:
+            texts, chats = read_prompt_file(self.source)
+            texts, chats = texts[:n], chats[:n]
+        cap = min(self.TOKENS_PER_TEXT, context) if context else self.TOKENS_PER_TEXT
+        seqs = [ids[:cap] for ids in (tok(t, add_special_tokens=True).input_ids for t in texts)]
+        raw = [_token_prefix(tok, t, self.PROMPT_TOKENS) for t in texts]
+        prompts: list[list[dict]] = []
+        if getattr(tok, "chat_template", None):
+            for chat in chats:
+                chat = fit_chat(tok, chat)
+                ask = chat[:-1] if chat[-1].get("role") == "assistant" else chat
+                whole = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=ask is chat)
+                seqs.append(tok(whole, add_special_tokens=False).input_ids[:cap])
+                rendered = tok.apply_chat_template(ask, tokenize=False, add_generation_prompt=True)
+                fits = not context or len(tok(rendered, add_special_tokens=False).input_ids) + self.GREEDY_TOKENS <= context
+                if ask and fits:
+                    prompts.append(ask)
+        seqs = [s for s in seqs if len(s) >= 2]
+        if not seqs:
+            raise UserError(f"parity set {self.source!r} gives no text to compare (a chats-only file needs a chat "
+                            "template)")
+        return raw, prompts, seqs
+
+    def calibration(self, tok, n: int) -> list[str]:
+        """Half chats rendered through the template (when there is one), half raw texts, interleaved; from the
+        calibration split, so a quantizer is never judged on what it calibrated on."""
+        half = n // 2
+        chats = generic_chats(half, seed=0, split="calibration") if getattr(tok, "chat_template", None) else []
+        raw = generic_texts(n - len(chats), seed=0, split="calibration")
+        rendered = [tok.apply_chat_template(fit_chat(tok, c), tokenize=False, add_generation_prompt=True) for c in chats]
+        return [t for pair in zip(rendered, raw) for t in pair] + raw[len(rendered):]
+
+    def exact_match(self, engine, n: int) -> None:
+        return None  # no known answers: parity reports the NLL difference instead
+
+
+def _token_prefix(tok, text: str, tokens: int) -> str:
+    """The text's first `tokens` tokens as a string, ending on a whole character (and word, where spaced)."""
+    ids = tok(text, add_special_tokens=False).input_ids
+    if len(ids) <= tokens:
+        return text
+    head = tok.decode(ids[:tokens], skip_special_tokens=True).rstrip("\ufffd")
+    space = head.rfind(" ")
+    return head[:space] if space > len(head) // 2 else head

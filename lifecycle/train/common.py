@@ -7,12 +7,11 @@ below are re-exported for the stages that import them from here.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
-from lifecycle.artifact import Artifact
+from lifecycle.cli_common import rich_progress  # noqa: F401  (stages import it from here)
 from lifecycle.loading import (adapter_base, base_ref, load_causal_lm, quiet_libraries, save_tokenizer,  # noqa: F401
                                setup_torch)
 
@@ -30,14 +29,6 @@ class MetricsLog:
     def write(self, path: Path, summary: dict) -> None:
         data = {"summary": summary, "history": self.history, "wall_s": round(time.time() - self.started, 2)}
         path.write_text(json.dumps(data, indent=2))
-
-
-def rich_progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=False,
-                    disable=bool(os.environ.get("LIFECYCLE_NO_PROGRESS")))
 
 
 def progress_callback(log: MetricsLog, description: str):
