@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from lifecycle.data.items import Item  # noqa: F401  (readers and callers import it from here too)
 from lifecycle.errors import UserError
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
@@ -25,16 +26,6 @@ EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "c
               ".urls": "urls"}
 JSON_LIST_KEYS = ("data", "records", "rows", "examples", "train")
 TEXT_KINDS = ("text", "html", "urls")  # sources whose records are plain text, whatever they hold
-
-
-@dataclass
-class Item:
-    """One raw object (`obj`) or one failure to read one (`error`, `reason`)."""
-
-    where: str
-    obj: Any = None
-    error: str | None = None
-    reason: str = "malformed"
 
 
 @dataclass

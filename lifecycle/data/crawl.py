@@ -14,7 +14,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
-from lifecycle.data.collect import Item
+from lifecycle.data.items import Item
 
 
 @dataclass

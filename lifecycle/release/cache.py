@@ -48,6 +48,13 @@ def code_identity(modules: tuple[str, ...], libs: tuple[str, ...] = (), skip_reg
             "libraries": {n: lib_version(n) for n in sorted(set(libs))}}
 
 
+def cache_root(cache_dir: str = "") -> Path:
+    """Where ship's stage cache lives: the config's cache_dir, or $LIFECYCLE_HOME/cache/ship."""
+    from lifecycle.models import home
+
+    return Path(cache_dir).expanduser() if cache_dir else home() / "cache" / "ship"
+
+
 def digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 

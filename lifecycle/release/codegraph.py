@@ -98,3 +98,50 @@ def source_hash(files: tuple[Path, ...]) -> str:
     for f in files:
         h.update(str(f.relative_to(ROOT)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Every project module -> the project modules it imports (registry strings excluded: they are data)."""
+    graph = {}
+    for pkg in PACKAGES:
+        for f in (ROOT / pkg).rglob("*.py"):
+            name = _module_name(f)
+            # importing a module runs its parent packages' __init__ first: that is not a dependency cycle
+            graph[name] = {d for d in direct_imports(f, False) if d != name and not name.startswith(d + ".")}
+    return graph
+
+
+def import_cycles() -> list[list[str]]:
+    """Groups of modules that import each other, directly or through others (strongly connected components)."""
+    graph = module_graph()
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm; the graph is small enough for recursion
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles

@@ -25,12 +25,6 @@ SCHEMA = "lifecycle.release/1"
 SKIPPED_PREFIX = {"bench/": "bench", "deploy/": "deploy"}
 
 
-def cache_root(cfg: ShipConfig) -> Path:
-    from lifecycle.models import home
-
-    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else home() / "cache" / "ship"
-
-
 def gate_rules(gates: dict, name: str) -> list:
     from lifecycle.eval.gates import parse_rule
 
@@ -72,7 +66,7 @@ def run(cfg: ShipConfig, release: Path, overwrite: bool = False) -> dict:
     from rich.console import Console
 
     from lifecycle.artifact import replace_dir
-    from lifecycle.release.cache import StageCache
+    from lifecycle.release.cache import StageCache, cache_root
 
     console = Console(highlight=False, soft_wrap=True)
     release = release.expanduser().resolve()
@@ -82,7 +76,7 @@ def run(cfg: ShipConfig, release: Path, overwrite: bool = False) -> dict:
     for stale in release.parent.glob(f".{release.name}.tmp-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()
-    with StageCache(cache_root(cfg)) as cache:
+    with StageCache(cache_root(cfg.cache_dir)) as cache:
         work = Path(tempfile.mkdtemp(dir=release.parent, prefix=f".{release.name}.tmp-"))
         try:
             report = _build(cfg, cache, work, release.name, console.print)

@@ -418,11 +418,9 @@ def register(root: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Show the stage cache of `lifecycle ship`, or prune it. Releases keep their files (hard links)."""
-        from lifecycle.release.cache import StageCache
-        from lifecycle.release.config import ShipConfig
-        from lifecycle.release.pipeline import cache_root
+        from lifecycle.release.cache import StageCache, cache_root
 
-        cache = StageCache(cache_dir or cache_root(ShipConfig()))
+        cache = StageCache(cache_dir or cache_root())
         if prune:
             with cache:  # refuses in one line while a ship holds the lock
                 rows = cache.prune(older_than)
