@@ -7,7 +7,8 @@ The fixtures are tiny random-weight checkpoints with each family's real vocabula
 template and dtype (tests/families.py). Stages run in-process, one thread, on the example chat data
 (examples/chat): SFT with each method, every align method and `reward` on the LoRA SFT, `merge`, every
 quantize format on the merged model, `eval` on the generic tasks, `serve` (a real `lifecycle serve`
-subprocess with the generic smoke test: chat, stream == non-stream, Chinese) and `bench`. A cell is the
+subprocess with the generic smoke test: status 200, stream == non-stream, Chinese; not whether the random
+weights' reply has content) and `bench`. A cell is the
 wall time of a stage that ran and wrote its artifact, `refused: ...` for a one-line UserError (a property
 that rules it out), or `FAIL: ...` for anything else. Prints a Markdown table and writes matrix.json.
 """
@@ -113,7 +114,11 @@ def serve_smoke(path: Path, out: Path) -> None:
         found = smoke_test(server.url, "model", profile="generic")
     finally:
         server.stop()
-    if not found["ok"]:
+    checks = dict(found.get("checks") or {})
+    # the serving path is what this cell tests: status, stream == non-stream, Chinese in and out. A random-weight
+    # model may greedily answer only whitespace; that fails the release smoke test, but says nothing of serving.
+    checks.pop("reply", None)
+    if found.get("status") != 200 or not checks or not all(checks.values()):
         raise UserError(f"smoke test failed: {found.get('checks') or found.get('error')}")
 
 
