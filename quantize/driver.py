@@ -89,6 +89,9 @@ def quantize(model: str | Path, name: str, output: str | Path, sets: list[str] |
         t0 = time.perf_counter()
         notes = mod.produce(parent, tmp, opts, name) or {}
         metrics["produce_s"] = round(time.perf_counter() - t0, 2)
+        import gc
+
+        gc.collect()  # the producer's working copy goes before the child loads: parent + one copy at a time
         copy_tokenizer(parent, tmp)
         staged = Artifact(tmp, {"format": name, "files": {}, "created_by": {"stage": "quantize"}})
         t0 = time.perf_counter()
