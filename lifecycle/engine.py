@@ -66,9 +66,30 @@ class Score:
 
 
 class Engine(ABC):
-    """A loaded model behind one interface. Prompts are raw strings or chats (lists of role/content)."""
+    """A loaded model behind one interface. Prompts are raw strings or chats (lists of role/content).
+
+    What callers may use, and every engine provides:
+    - `load(artifact, threads=0, **its own options)`: a classmethod; an option the engine does not take is a
+      UserError (`load_engine` says which ones it takes), never silently ignored;
+    - `generate`, `stream`, `score`: the three operations;
+    - `tok`: the Hugging Face tokenizer of the artifact (chat template, special tokens);
+    - `apply_chat_template(messages)`: the prompt text a chat becomes;
+    - `count_tokens(prompt)`, `context_length`, `eos_ids` (every id that ends generation);
+    - `max_batch_size`: prompts one `generate` call runs together (1: one at a time);
+    - `logits(ids)`: [len(ids), vocab] next-token logits, where the runtime can give them (`has_logits`);
+    - `close()`.
+    """
 
     artifact: Artifact | None = None
+    tok = None
+    eos_ids: list[int] = []
+    max_batch_size: int = 1
+
+    @classmethod
+    def load(cls, artifact: Artifact, threads: int = 0) -> "Engine":
+        """Load `artifact`; `threads` = CPU threads for the runtime (0 = its default). Engines registered for
+        an artifact format implement it; others (an HTTP endpoint, a mock) are built directly."""
+        raise NotImplementedError(f"{cls.__name__} is not loaded from an artifact")
 
     @abstractmethod
     def generate(self, prompts: list[Prompt], params: SamplingParams | None = None) -> list[Completion]:
@@ -82,9 +103,21 @@ class Engine(ABC):
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
         """Log-likelihood of each continuation given its context (both raw text)."""
 
+    def apply_chat_template(self, messages: list[dict]) -> str:
+        if not getattr(self.tok, "chat_template", None):
+            raise UserError("this model's tokenizer has no chat template; send a raw prompt instead")
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
     @property
     def context_length(self) -> int:
         return 0
+
+    @property
+    def has_logits(self) -> bool:
+        return type(self).logits is not Engine.logits
+
+    def logits(self, ids: list[int]):
+        raise NotImplementedError(f"{type(self).__name__} gives no per-position logits")
 
     def count_tokens(self, prompt: Prompt) -> int:
         raise NotImplementedError
@@ -196,11 +229,19 @@ def engine_class(format_name: str) -> type[Engine]:
 
 def load_engine(artifact: Artifact | str, **options) -> Engine:
     """Load an artifact (or a path or model name) with the engine registered for its format."""
+    import inspect
+
     if not isinstance(artifact, Artifact):
         from lifecycle.models import resolve
 
         artifact = resolve(artifact)
-    return engine_class(artifact.format).load(artifact, **options)
+    cls = engine_class(artifact.format)
+    takes = [p for p in inspect.signature(cls.load).parameters if p not in ("artifact", "self", "cls")]
+    unknown = sorted(set(options) - set(takes))
+    if unknown:
+        raise UserError(f"the {artifact.format} engine ({cls.__name__}) takes no option {', '.join(unknown)}; "
+                        f"it takes: {', '.join(takes)}")
+    return cls.load(artifact, **options)
 
 
 register_engine("hf", "lifecycle.engines.hf:HFEngine")

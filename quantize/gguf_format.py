@@ -217,7 +217,7 @@ class GGUFEngine(TokenEngine):
 
     @classmethod
     def load(cls, artifact: Artifact, threads: int = 0, context_length: int = 0, n_ctx: int = 0,
-             n_batch: int = 512, **_) -> "GGUFEngine":
+             n_batch: int = 512) -> "GGUFEngine":
         """`context_length` (alias `n_ctx`): positions to open; 0 = min(the model's trained context, 4096)."""
         try:
             from llama_cpp import Llama

@@ -103,7 +103,7 @@ class GPTQEngine(HFEngine):
     """GPTQModel's CPU kernel behind the HF engine (the loaded object wraps a transformers model)."""
 
     @classmethod
-    def load(cls, artifact: Artifact, threads: int = 0, max_batch_size: int = 32, **_) -> "GPTQEngine":
+    def load(cls, artifact: Artifact, threads: int = 0, max_batch_size: int = 32) -> "GPTQEngine":
         from transformers import AutoTokenizer
 
         from lifecycle.loading import quiet_libraries, setup_torch

@@ -116,7 +116,7 @@ class OnnxGenAIEngine(TokenEngine):
         self.gen = None
 
     @classmethod
-    def load(cls, artifact: Artifact, threads: int = 0, context_length: int = 0, **_) -> "OnnxGenAIEngine":
+    def load(cls, artifact: Artifact, threads: int = 0, context_length: int = 0) -> "OnnxGenAIEngine":
         """`context_length`: positions the Generator's KV cache holds (onnxruntime-genai allocates
         `max_length` of them up front); 0 = min(genai_config's context_length, 4096)."""
         try:

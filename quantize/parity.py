@@ -34,7 +34,7 @@ ROWS_PER_CHUNK = 16  # float64 log-softmax over this many rows at a time
 
 def next_token_logits(engine: Engine, ids: list[int]) -> np.ndarray:
     """[len(ids), vocab] float32 logits: row i predicts token i+1. Engines may expose `logits(ids)`."""
-    if hasattr(engine, "logits"):
+    if engine.has_logits:
         return np.asarray(engine.logits(ids), dtype=np.float32)
     torch = engine.torch  # an HFEngine
     with torch.inference_mode():

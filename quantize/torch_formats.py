@@ -86,7 +86,7 @@ class TorchQuantEngine(HFEngine):
     """HFEngine over a checkpoint whose config.json carries its quantization_config (torchao or bnb)."""
 
     @classmethod
-    def load(cls, artifact: Artifact, threads: int = 0, max_batch_size: int = 32, **_) -> "TorchQuantEngine":
+    def load(cls, artifact: Artifact, threads: int = 0, max_batch_size: int = 32) -> "TorchQuantEngine":
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

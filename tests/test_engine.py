@@ -89,3 +89,25 @@ def test_bad_sampling_params(kwargs, message):
 def test_prompt_over_context_is_refused(hf_engine):
     with pytest.raises(UserError, match="exceeds the context length"):
         hf_engine.generate(["1+1=" * 100], SamplingParams(max_tokens=8))
+
+
+def test_load_engine_refuses_an_option_the_engine_does_not_take(base_artifact):
+    """Loaders used to swallow unknown options (`**_`): a typo'd option now names what the engine takes."""
+    from lifecycle.engine import load_engine
+
+    with pytest.raises(UserError, match=r"takes no option context_lenght; it takes: threads, "):
+        load_engine(base_artifact, context_lenght=64)
+
+
+def test_every_engine_declares_the_interface_callers_use():
+    import inspect
+
+    from lifecycle.engine import Engine, engine_class, registered_engines
+
+    for fmt in registered_engines():
+        cls = engine_class(fmt)
+        assert issubclass(cls, Engine) and cls.load.__func__ is not Engine.load.__func__, fmt  # implements load
+        params = inspect.signature(cls.load).parameters
+        assert "threads" in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()), fmt
+        for name in ("generate", "stream", "score", "apply_chat_template", "count_tokens", "close"):
+            assert callable(getattr(cls, name)), (fmt, name)

@@ -47,11 +47,6 @@ class HFEngine(Engine):
         return int(getattr(self.model.config, "max_position_embeddings", 0) or 0)
 
     # ---- prompts -------------------------------------------------------------------------------------
-    def apply_chat_template(self, messages: list[dict]) -> str:
-        if not getattr(self.tok, "chat_template", None):
-            raise UserError("this model's tokenizer has no chat template; send a raw prompt instead")
-        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     def _encode(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, str):
             return self.tok(prompt, add_special_tokens=True).input_ids
