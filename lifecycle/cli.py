@@ -160,12 +160,12 @@ def _register_areas() -> None:
     from lifecycle.data.cli import register as register_data
     from lifecycle.eval.cli import register as register_eval
     from lifecycle.release.releases import register as register_releases
-    from loadtest.cli import register as register_loadtest
+    from perf.cli import register as register_perf
     from quantize.cli import register as register_quantize
     from serve.cli import register as register_serve
 
     for register in (register_align, register_data, register_eval, register_quantize, register_serve,
-                     register_loadtest, register_releases):
+                     register_perf, register_releases):
         register(app)
 
 

@@ -20,7 +20,7 @@ from lifecycle.cli_common import ConfigOpt, SetOpt, epilog
 def register(root: typer.Typer) -> None:
     """Add `bench` and `loadtest` to the root CLI."""
 
-    @root.command(epilog=epilog("serve.bench.runner:BenchConfig"))
+    @root.command(epilog=epilog("perf.bench.runner:BenchConfig"))
     def bench(
         model: Annotated[Optional[list[str]], typer.Option("--model", "-m", help="artifact dir or name (repeat to compare)")] = None,
         endpoint: Annotated[Optional[str], typer.Option(help="a running OpenAI-compatible server on this machine")] = None,
@@ -35,8 +35,8 @@ def register(root: typer.Typer) -> None:
     ) -> None:
         """Benchmark artifacts or an endpoint: TTFT, TPOT, ITL, E2E, throughput, goodput, RSS (vLLM definitions)."""
         from lifecycle.config import build
-        from serve.bench.report import table, write_outputs
-        from serve.bench.runner import BenchConfig, run
+        from perf.bench.report import table, write_outputs
+        from perf.bench.runner import BenchConfig, run
 
         cfg = build(BenchConfig, config, {"models": model, "endpoint": endpoint, "concurrency": concurrency,
                                           "num_prompts": num_prompts, "engine": engine, "prompts": prompts,
@@ -73,7 +73,7 @@ def register(root: typer.Typer) -> None:
         """Locust load test (headless, own process) with SLO checks; exits 1 when an SLO is breached."""
         import datetime as dt
 
-        from loadtest.run import check_slos, parse_slos, run_loadtest, write_summary
+        from perf.loadtest.run import check_slos, parse_slos, run_loadtest, write_summary
 
         slos = parse_slos(slo)
         out = output or Path("loadtest-results") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")

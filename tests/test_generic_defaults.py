@@ -77,7 +77,7 @@ def test_generic_set_is_seeded_split_and_multilingual():
 
 def test_task_profile_picks_the_set(base_artifact, generic_ckpt):
     from lifecycle.models import task_profile
-    from serve.bench.prompts import choose_kind
+    from perf.prompts import choose_kind
 
     assert task_profile(base_artifact) == "arith" and task_profile(generic_ckpt) == "generic"
     assert choose_kind("auto", base_artifact) == "arith" and choose_kind("auto", generic_ckpt) == "generic"
@@ -155,8 +155,8 @@ def test_gptq_calibration_follows_the_profile(generic_engine):
 
 # ---- serving: bench prompts, Locust prompts, the deploy smoke test ------------------------------------------
 def test_bench_prompt_sets(monkeypatch, base_artifact, generic_ckpt):
-    from serve.bench import runner
-    from serve.bench.prompts import prompt_set
+    from perf.bench import runner
+    from perf.prompts import prompt_set
 
     g = prompt_set(12, 24, 8, seed=1, kind="generic")
     assert g == prompt_set(12, 24, 8, seed=1, kind="generic") != prompt_set(12, 24, 8, seed=2, kind="generic")
@@ -206,7 +206,7 @@ class _Recorder:
 
 
 def test_locust_sends_generic_prompts_to_an_unknown_model(tmp_path):
-    from loadtest.run import prompt_set_for, run_loadtest
+    from perf.loadtest.run import prompt_set_for, run_loadtest
     from serve.app import build_app
     from serve.host import EngineHost
     from serve.local import LocalBackend, ServerThread

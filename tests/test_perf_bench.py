@@ -9,8 +9,8 @@ import time
 import pytest
 
 from lifecycle.errors import UserError
-from serve.bench import metrics as M
-from serve.bench.prompts import prompt_set
+from perf.bench import metrics as M
+from perf.prompts import prompt_set
 
 
 def test_tpot_ttft_itl_from_known_timings():
@@ -47,7 +47,7 @@ def test_client_on_a_fake_stream_with_known_delays():
     """The real client against an SSE stream whose chunks arrive 50 ms apart."""
     from aiohttp import web
 
-    from serve.bench.client import run
+    from perf.bench.client import run
 
     async def handler(request):
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -103,7 +103,7 @@ def test_memory_sampler_sums_a_child_process_tree():
     """A child that starts a grandchild holding ~60 MB: the tree's RSS includes the grandchild."""
     import psutil
 
-    from serve.bench.memory import RssSampler, tree_rss
+    from perf.bench.memory import RssSampler, tree_rss
 
     code = ("import subprocess, sys, time; "
             "g = subprocess.Popen([sys.executable, '-c', 'b = bytearray(60 * 2**20); import time; time.sleep(30)']); "
@@ -132,7 +132,7 @@ def test_memory_sampler_sums_a_child_process_tree():
 
 
 def test_bandwidth_and_weight_bytes(base_artifact):
-    from serve.bench.limits import achieved_gbs, memory_bandwidth_gbs, weight_bytes
+    from perf.bench.limits import achieved_gbs, memory_bandwidth_gbs, weight_bytes
 
     assert memory_bandwidth_gbs(mb=16, repeats=2) > 0.1
     w = weight_bytes(base_artifact.path)
@@ -141,7 +141,8 @@ def test_bandwidth_and_weight_bytes(base_artifact):
 
 
 def test_only_local_endpoints_and_config_checks():
-    from serve.bench.runner import BenchConfig, check_local
+    from perf.bench.runner import BenchConfig
+    from perf.endpoint import check_local
 
     check_local("http://127.0.0.1:8000")
     check_local("http://localhost:1")
@@ -169,7 +170,7 @@ def _fake_result(tmp_path):
 
 
 def test_report_table_and_plots(tmp_path):
-    from serve.bench.report import table, write_outputs
+    from perf.bench.report import table, write_outputs
 
     result = _fake_result(tmp_path)
     md = table(result)
@@ -185,7 +186,7 @@ def test_example_config_loads():
     from pathlib import Path
 
     from lifecycle.config import build
-    from serve.bench.runner import BenchConfig
+    from perf.bench.runner import BenchConfig
 
     path = Path(__file__).parents[1] / "configs" / "bench-release.yaml"
     assert path.read_text().startswith("# lifecycle bench --config configs/bench-release.yaml")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from serve.bench import metrics as M
+from perf.bench import metrics as M
 
 LATENCY_KEYS = ["mean_ms"] + [f"p{q}_ms" for q in M.PERCENTILES]
 LEVEL_KEYS = {"concurrency", "requests", "completed", "errors", "wall_s", "output_tokens", "prompt_tokens",
@@ -37,8 +37,8 @@ def mock_endpoint():
 def test_bench_artifact_starts_measures_and_stops(tmp_path):
     import psutil
 
-    from serve.bench.report import write_outputs
-    from serve.bench.runner import BenchConfig, run
+    from perf.bench.report import write_outputs
+    from perf.bench.runner import BenchConfig, run
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     cfg = BenchConfig(models=["tiny-arith"], concurrency=[1, 2], num_prompts=6, output_len=8, warmup=1,

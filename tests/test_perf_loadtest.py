@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from lifecycle.errors import UserError
-from loadtest.run import check_slos, hist_percentile, parse_duration, parse_slos, summarize
+from perf.loadtest.run import check_slos, hist_percentile, parse_duration, parse_slos, summarize
 
 needs_locust = pytest.mark.skipif(shutil.which("locust") is None, reason="pip install 'llm-lifecycle[loadtest]'")
 
@@ -64,7 +64,7 @@ def _served_requests(url: str) -> int:
 
 @needs_locust
 def test_short_locust_run_counts_match_the_server(tmp_path):
-    from loadtest.run import run_loadtest, write_summary
+    from perf.loadtest.run import run_loadtest, write_summary
 
     with _server(0.001) as srv:
         s = run_loadtest(srv.url, users=3, spawn_rate=3, duration="4s", out=tmp_path, max_tokens=4, seed=1)
@@ -101,7 +101,7 @@ def test_slo_breach_on_a_slow_server_exits_nonzero(tmp_path):
 
 
 def test_loadtest_refuses_remote_and_unbounded(tmp_path):
-    from loadtest.run import run_loadtest
+    from perf.loadtest.run import run_loadtest
 
     with pytest.raises(UserError, match="not this machine"):
         run_loadtest("http://8.8.8.8:80", 1, 1, "1s", tmp_path)

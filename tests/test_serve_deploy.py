@@ -103,6 +103,10 @@ def test_templates_parse(tmp_path):
     docker = (DEPLOY / "Dockerfile").read_text()
     cmd = [ln for ln in docker.splitlines() if ln.startswith("CMD")][-1]
     assert json.loads(cmd[3:].strip())[:2] == ["lifecycle", "serve"]
+    # the CLI registers every area's commands at import, so the image needs every package
+    from lifecycle.release.codegraph import PACKAGES
+
+    assert {ln.split()[1] for ln in docker.splitlines() if ln.startswith("COPY ")} >= set(PACKAGES)
     for cfg in sorted((DEPLOY.parent / "configs").glob("serve-*.yaml")):
         assert cfg.read_text().startswith("# lifecycle serve"), cfg
         data = yaml.safe_load(cfg.read_text())

@@ -127,7 +127,7 @@ def test_editing_a_module_sft_imports_reruns_sft_and_everything_after(quick, tmp
 
     src = tmp_path / "src"
     root = Path(__file__).resolve().parents[1]
-    for pkg in ("lifecycle", "quantize", "serve", "loadtest", "deploy"):
+    for pkg in ("lifecycle", "quantize", "serve", "perf", "deploy"):
         shutil.copytree(root / pkg, src / pkg, ignore=shutil.ignore_patterns("__pycache__"))
 
     def ship(name):

@@ -22,7 +22,7 @@ release.json (schema "lifecycle.release/1"):
                                parity: {top1_agreement, mean_kl, greedy_agreement, ...} ({} for merged),
                                eval: {"task/metric": number}, bench: bench target dict or null}}
                        "merged" is first and is the baseline of every relative gate.
-                       bench dict (serve.bench.runner.bench_artifact): load_s, size_bytes, rss_idle_mb,
+                       bench dict (perf.bench.runner.bench_artifact): load_s, size_bytes, rss_idle_mb,
                        rss_peak_mb, errors, levels: [{concurrency, request_throughput, output_throughput,
                        errors, ttft|tpot|itl|e2e: {mean_ms, p50_ms, p90_ms, p95_ms, p99_ms}}]
     training           {"sft": "artifacts/sft/train_log.json", "align": "artifacts/align/train_log.json"}

@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("lifecycle", "quantize", "serve", "loadtest", "deploy")
+PACKAGES = ("lifecycle", "quantize", "serve", "perf", "deploy")
 REGISTRY_TARGET = re.compile(r"^((?:%s)(?:\.\w+)+)(?::\w+)+$" % "|".join(PACKAGES))  # "pkg.mod:Name[:fn]"
 
 

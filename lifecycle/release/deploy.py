@@ -104,8 +104,8 @@ def run(name: str, path: Path, opts: dict, out: Path, log, profile: str = "arith
     """Serve `path` as `name`, smoke test, load test; returns {engine, smoke, loadtest, slo} for release.json.
     `profile` (arith | generic, `lifecycle.models.task_profile` of the artifact) picks the smoke test and the
     Locust prompt set."""
-    from loadtest.run import check_slos, parse_slos, run_loadtest
-    from serve.bench.runner import BenchConfig, Server
+    from perf.loadtest.run import check_slos, parse_slos, run_loadtest
+    from perf.bench.runner import BenchConfig, Server
 
     slos = parse_slos(opts["slo"])
     bench_cfg = BenchConfig(models=[str(path)], engine=opts["engine"], bandwidth=False, output="")

@@ -102,7 +102,7 @@ def served_artifact(path: str | Path) -> dict:
 # ---- small helpers shared by show, diff, report and card ---------------------------------------------------
 def write_file(path: Path, data: str | bytes) -> Path:
     """Write atomically, readable by all like the rest of a release (mkstemp alone leaves 0600)."""
-    from serve.bench.report import write_atomic
+    from perf.bench.report import write_atomic
 
     write_atomic(Path(path), data)
     Path(path).chmod(0o644)

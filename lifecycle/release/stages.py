@@ -84,7 +84,7 @@ STAGES: dict[str, StageKind] = {
     "quantize": StageKind("artifact", ("quantize.driver",), ("torch", "transformers"), _parity_metrics),
     "eval": StageKind("json", ("lifecycle.eval.runner", "lifecycle.eval.tasks"), ("torch", "transformers"),
                       lambda d: d["metrics"]),
-    "bench": StageKind("json", ("serve.bench.runner",), ("torch", "transformers"), bench_metrics),
+    "bench": StageKind("json", ("perf.bench.runner",), ("torch", "transformers"), bench_metrics),
     "deploy": StageKind("live", ("lifecycle.release.deploy",), ("ray", "locust"), _deploy_metrics),
 }
 # The engine registry names every format's engine; a stage follows only the engine it actually loads.
@@ -342,7 +342,7 @@ def _evaluate(art: Artifact, eval_cfg: dict, threads: int) -> dict:
 
 
 def _bench(art: Artifact, bench_cfg: dict, log) -> dict:
-    from serve.bench.runner import BenchConfig, run
+    from perf.bench.runner import BenchConfig, run
 
     cfg = BenchConfig(**{**bench_cfg, "models": [str(art.path)], "bandwidth": False, "output": ""})
     return run(cfg, progress=lambda m: log("  " + m))["targets"][0]

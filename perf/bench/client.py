@@ -1,6 +1,6 @@
 """The benchmark client: streaming requests from c concurrent workers, in its own process.
 
-    python -m serve.bench.client spec.json records.json
+    python -m perf.bench.client spec.json records.json
 
 `spec.json` holds {"url", "model", "concurrency", "prompts", "api_key_env", "warmup", "timeout_s"}.
 Each worker takes the next prompt until all are sent (a closed loop, as vLLM's benchmark with
@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from serve.bench.metrics import RequestRecord
+from perf.bench.metrics import RequestRecord
 
 
 def request_body(model: str, item: dict) -> tuple[str, dict]:

@@ -1,7 +1,7 @@
 """Run a benchmark: for each artifact start `lifecycle serve` on 127.0.0.1, measure each concurrency
 level with the streaming client (its own process), sample the server's RSS, stop it.
 
-    from serve.bench.runner import BenchConfig, run
+    from perf.bench.runner import BenchConfig, run
     result = run(BenchConfig(models=["tiny-arith"], concurrency=[1, 4]))
 """
 
@@ -15,15 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
 from lifecycle.config import field
 from lifecycle.errors import UserError
-from serve.bench import metrics as M
+from perf.bench import metrics as M
+from perf.endpoint import check_local, get_json
 
 DEFINITIONS = {
     "ttft": "request sent -> first streamed chunk with text",
@@ -49,7 +48,7 @@ class BenchConfig:
     concurrency: list = field([1, 4, 16], help="concurrency levels (requests in flight)")
     num_prompts: int = field(32, help="requests per level; more gives steadier tails, takes longer")
     input_len: int = field(24, help="built-in prompts: characters per prompt (sums: exactly, about a token each; "
-                                    "generic chats: shorter messages get generic context before them, see serve.bench.prompts)")
+                                    "generic chats: shorter messages get generic context before them, see perf.prompts)")
     prompt_set: str = field("auto", help="built-in prompts without --prompts: auto (sums for the built-in arithmetic "
                                          "lineage, generic chats for any other model), arith or generic")
     output_len: int = field(16, help="max_tokens per request (the built-in model rarely stops earlier on raw sums)")
@@ -92,38 +91,6 @@ class BenchConfig:
             raise UserError(f"prompt_set must be auto, arith or generic, got {self.prompt_set!r}")
 
 
-def check_local(url: str) -> None:
-    """Refuse an endpoint that is not on this machine: benchmarks and load tests stay local."""
-    import ipaddress
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(url).hostname
-    if not host or urlparse(url).scheme not in ("http", "https"):
-        raise UserError(f"endpoint {url!r} is not an http(s) URL; e.g. http://127.0.0.1:8000")
-    try:
-        addrs = {ai[4][0] for ai in socket.getaddrinfo(host, None)}
-    except socket.gaierror:
-        raise UserError(f"cannot resolve {host}; use an address on this machine such as 127.0.0.1") from None
-    import psutil
-
-    local = {a.address.split("%")[0] for nics in psutil.net_if_addrs().values() for a in nics}
-    for a in addrs:
-        if not (ipaddress.ip_address(a.split("%")[0]).is_loopback or a.split("%")[0] in local):
-            raise UserError(f"{url} resolves to {a}, not this machine; load is only sent to local addresses")
-
-
-def _get_json(url: str, timeout: float = 5.0, key: str = "") -> tuple[int, dict]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"{}")
-    except urllib.error.HTTPError as e:
-        return e.code, {}
-    except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-        return 0, {}
-
-
 def _free_port() -> int:
     import socket
 
@@ -157,7 +124,7 @@ class Server:
     def wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if _get_json(self.url + "/health", 2)[0] == 200:
+            if get_json(self.url + "/health", 2)[0] == 200:
                 self.load_s = time.perf_counter() - self.t0
                 return
             if self.proc.poll() is not None:
@@ -195,7 +162,7 @@ def run_level(url: str, model: str, c: int, prompts: list[dict], cfg: BenchConfi
     spec_path, out_path = workdir / f"spec-{c}.json", workdir / f"records-{c}.json"
     spec_path.write_text(json.dumps(spec))
     budget = cfg.request_timeout_s * (len(prompts) / c + cfg.warmup + 2)
-    proc = subprocess.run([sys.executable, "-m", "serve.bench.client", str(spec_path), str(out_path)],
+    proc = subprocess.run([sys.executable, "-m", "perf.bench.client", str(spec_path), str(out_path)],
                           capture_output=True, text=True, timeout=budget, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if proc.returncode != 0:
         raise RuntimeError(f"bench client failed: {proc.stderr[-800:]}")
@@ -231,8 +198,8 @@ def _ms(v) -> str:
 def bench_artifact(spec: str, cfg: BenchConfig, prompts_for: Callable, workdir: Path, progress=print) -> dict:
     """`prompts_for(artifact)` -> (set name, prompt items) for this model."""
     from lifecycle.models import resolve
-    from serve.bench.limits import weight_bytes
-    from serve.bench.memory import RssSampler
+    from perf.bench.limits import weight_bytes
+    from perf.bench.memory import RssSampler
 
     art = resolve(spec, verify=False)
     name = art.name
@@ -263,7 +230,7 @@ def bench_endpoint(cfg: BenchConfig, prompts_for: Callable, workdir: Path, progr
     url = cfg.endpoint.rstrip("/")
     check_local(url)
     key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
-    status, models = _get_json(url + "/v1/models", 10, key)
+    status, models = get_json(url + "/v1/models", 10, key)
     if status != 200 and not cfg.served_model:
         raise UserError(f"{url}/v1/models answered {status or 'nothing'}; is the server up? (or pass --served-model)")
     model = cfg.served_model or models["data"][0]["id"]
@@ -276,8 +243,8 @@ def bench_endpoint(cfg: BenchConfig, prompts_for: Callable, workdir: Path, progr
 
 def run(cfg: BenchConfig, progress=print) -> dict:
     """Benchmark every target; returns the result dict (see DEFINITIONS for every metric)."""
-    from serve.bench.limits import achieved_gbs, memory_bandwidth_gbs
-    from serve.bench.prompts import choose_kind, prompt_set
+    from perf.bench.limits import achieved_gbs, memory_bandwidth_gbs
+    from perf.prompts import choose_kind, prompt_set
 
     sets: dict[str, list[dict]] = {}
 

@@ -1,7 +1,7 @@
 """Locust users for an OpenAI-compatible server: chat, completions and streaming chat with a TTFT metric.
 
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:8000                  # web UI on :8089
-    locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless -u 8 -r 4 -t 60s
+    locust -f perf/loadtest/locustfile.py --host http://127.0.0.1:8000                  # web UI on :8089
+    locust -f perf/loadtest/locustfile.py --host http://127.0.0.1:8000 --headless -u 8 -r 4 -t 60s
     lifecycle loadtest --endpoint http://127.0.0.1:8000 --users 8 --spawn-rate 4 --duration 60s
 
 Options (command line, the web UI, or environment variables LOCUST_<NAME>):
@@ -93,7 +93,7 @@ def resolve_prompt_set(choice: str, model: str) -> str:
     if choice in ("arith", "generic"):
         return choice
     try:
-        from serve.bench.prompts import choose_kind
+        from perf.prompts import choose_kind
     except ImportError:
         return "generic"
     return choose_kind("auto", model or None)

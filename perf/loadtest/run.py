@@ -118,17 +118,17 @@ def check_slos(summary: dict, slos: dict[str, float]) -> list[dict]:
 def prompt_set_for(endpoint: str, choice: str = "auto", model: str = "", api_key_env: str = "") -> str:
     """arith | generic: `choice` as given, or for 'auto' the task profile of the served model (named, or the
     first in /v1/models) when it is a local artifact; generic when the model is unknown."""
-    from serve.bench.prompts import choose_kind
+    from perf.prompts import choose_kind
 
     if choice != "auto":
         return choose_kind(choice)
     if not model:
         import os
 
-        from serve.bench.runner import _get_json
+        from perf.endpoint import get_json
 
         key = os.environ.get(api_key_env, "") if api_key_env else ""
-        status, found = _get_json(endpoint.rstrip("/") + "/v1/models", 10, key)
+        status, found = get_json(endpoint.rstrip("/") + "/v1/models", 10, key)
         model = (found.get("data") or [{}])[0].get("id", "") if status == 200 else ""
     return choose_kind("auto", model or None)
 
@@ -139,8 +139,8 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
                  locustfile: Path = LOCUSTFILE) -> dict:
     """Run Locust headless against a local endpoint; writes CSV, HTML, locust.json and summary.json to `out`.
     `prompt_set` (auto | arith | generic) picks the built-in prompts when no `prompts_file` is given."""
-    from serve.bench.report import write_atomic
-    from serve.bench.runner import check_local
+    from perf.bench.report import write_atomic
+    from perf.endpoint import check_local
 
     check_local(endpoint)
     if not 1 <= users <= MAX_USERS:
@@ -171,7 +171,7 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
 
 
 def write_summary(summary: dict, checks: list[dict], out: Path) -> Path:
-    from serve.bench.report import write_atomic
+    from perf.bench.report import write_atomic
 
     path = out / "summary.json"
     write_atomic(path, json.dumps(summary | {"slo": checks}, indent=2) + "\n")
