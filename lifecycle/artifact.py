@@ -21,12 +21,11 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from lifecycle.atomic import atomic_dir, write_json_atomic
 from lifecycle.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -225,27 +224,6 @@ def parent_ref(parent: Artifact | None) -> dict | None:
     return {"path": str(parent.path), "sha256": parent.manifest_sha256, "format": parent.format}
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False, default=str)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
-def replace_dir(tmp: Path, dest: Path) -> None:
-    """Rename a finished temp dir into place; an existing `dest` is set aside first, then removed."""
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the result should read like any other folder
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.replace(dest, old)
-        os.replace(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dest)
-
-
 @contextlib.contextmanager
 def write_artifact(
     dest: str | os.PathLike,
@@ -266,9 +244,7 @@ def write_artifact(
     dest = Path(dest).expanduser().resolve()
     if dest.exists() and not overwrite:
         raise UserError(f"{dest} already exists; choose another --output or pass --overwrite")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
-    try:
+    with atomic_dir(dest) as tmp:
         yield tmp
         manifest = {
             "schema": SCHEMA_VERSION,
@@ -288,7 +264,3 @@ def write_artifact(
         if extra:
             manifest.update(extra)
         write_json_atomic(tmp / MANIFEST, manifest)
-        replace_dir(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

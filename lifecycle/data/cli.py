@@ -29,16 +29,14 @@ def data_synth(
 ) -> None:
     """Write synthetic records for the built-in task as JSONL (the same data the built-in stages use)."""
     from lifecycle.data import synth
-    from lifecycle.data.load import load_records, write_jsonl
+    from lifecycle.data.collect import write_jsonl_atomic
+    from lifecycle.data.load import load_records
 
     if kind == "pretrain":
         records = [{"text": t} for t in synth.pretrain_lines(n, seed)]
     else:
         records = load_records(f"builtin:{kind}", (), n=n, seed=seed)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(f".{output.name}.tmp")
-    write_jsonl(tmp, records)
-    tmp.replace(output)
+    write_jsonl_atomic(output, records)
     print(f"wrote {len(records)} {kind} records to {output}")
 
 

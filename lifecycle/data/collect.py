@@ -13,11 +13,11 @@ import gzip
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from lifecycle.atomic import atomic_file
 from lifecycle.data.items import Item  # noqa: F401  (readers and callers import it from here too)
 from lifecycle.errors import UserError
 
@@ -318,16 +318,9 @@ READERS = {"jsonl": _jsonl, "json": _json, "csv": _csv, "parquet": _parquet, "te
 
 def write_jsonl_atomic(path: Path, rows) -> int:
     """Write dicts as JSONL through a temp file and a rename; returns the count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
     return n

@@ -15,11 +15,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from lifecycle.atomic import write_text_atomic
 from lifecycle.errors import UserError
 
 RATINGS = ("1", "2", "3", "4", "5")
@@ -92,13 +92,6 @@ def _row(rec: dict, schema: Schema, rng: random.Random) -> dict | None:
     return {"instruction": user[-1]["content"], "output": msgs[last]["content"]}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def sheet_format(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
@@ -129,9 +122,9 @@ def export_sheet(records: list[dict], schema: Schema, path: Path, seed: int = 0)
         text = buf.getvalue()
     else:
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    _write_atomic(path, text)
+    write_text_atomic(path, text)
     meta = {"schema": schema.name, "label": schema.label, "labels": list(schema.labels), "columns": header}
-    _write_atomic(schema_path(path), json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(schema_path(path), json.dumps(meta, indent=2) + "\n")
     return len(rows), skipped
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import random
 
+from lifecycle.atomic import OWNER_ONLY, write_text_atomic
 from lifecycle.data import synth
-from lifecycle.eval.report import write_atomic
 from lifecycle.eval.tasks import BUILTIN_DIR
 
 
 def _write(name: str, rows: list[dict]) -> None:
-    write_atomic(BUILTIN_DIR / name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    write_text_atomic(BUILTIN_DIR / name, text, mode=OWNER_ONLY)
 
 
 def _near_misses(c: int, rng: random.Random, k: int) -> list[int]:

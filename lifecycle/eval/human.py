@@ -18,9 +18,9 @@ import json
 import random
 from pathlib import Path
 
+from lifecycle.atomic import OWNER_ONLY, write_text_atomic
 from lifecycle.errors import UserError
 from lifecycle.eval.metrics import mean_ci
-from lifecycle.eval.report import write_atomic
 
 CRITERIA = ("fluency", "factuality", "safety")
 SCALE = (1, 5)
@@ -48,10 +48,10 @@ def export_sheet(prompts: list[str], candidate: list[str], baseline: list[str], 
         key_items[item_id] = {"candidate": cand_side, "source_index": i}
     out = Path(out)
     key_path = out.with_suffix(".key.json")
-    write_atomic(out, buf.getvalue())
-    write_atomic(key_path, json.dumps({"sheet": out.name, "seed": seed, "criteria": list(CRITERIA),
-                                       "scale": list(SCALE), "systems": systems or {}, "items": key_items},
-                                      indent=2) + "\n")
+    write_text_atomic(out, buf.getvalue(), mode=OWNER_ONLY)
+    key = {"sheet": out.name, "seed": seed, "criteria": list(CRITERIA), "scale": list(SCALE),
+           "systems": systems or {}, "items": key_items}
+    write_text_atomic(key_path, json.dumps(key, indent=2) + "\n", mode=OWNER_ONLY)
     return key_path
 
 

@@ -1,4 +1,4 @@
-"""The eval report: atomic writes, and the table (metric, value, baseline, delta, rule, result).
+"""The eval report: the JSON, and the table (metric, value, baseline, delta, rule, result).
 
 Counts (keys ending in /n, /tokens, /checks, /subjects) are kept in the JSON but left out of the table.
 """
@@ -6,28 +6,15 @@ Counts (keys ending in /n, /tokens, /checks, /subjects) are kept in the JSON but
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from lifecycle.atomic import OWNER_ONLY, write_text_atomic
 
 COUNT_SUFFIXES = ("/n", "/tokens", "/checks", "/subjects")
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | Path, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n", mode=OWNER_ONLY)
 
 
 def _fmt(v) -> str:

@@ -137,7 +137,7 @@ class StageCache:
         return data
 
     def store_json(self, key: str, name: str, data: dict) -> Path:
-        from lifecycle.artifact import write_json_atomic
+        from lifecycle.atomic import write_json_atomic
 
         path = self.json_path(key, name)
         path.parent.mkdir(parents=True, exist_ok=True)

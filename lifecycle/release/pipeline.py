@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional
@@ -65,7 +64,7 @@ def _num(v) -> str:
 def run(cfg: ShipConfig, release: Path, overwrite: bool = False) -> dict:
     from rich.console import Console
 
-    from lifecycle.artifact import replace_dir
+    from lifecycle.atomic import atomic_dir
     from lifecycle.release.cache import StageCache, cache_root
 
     console = Console(highlight=False, soft_wrap=True)
@@ -76,16 +75,10 @@ def run(cfg: ShipConfig, release: Path, overwrite: bool = False) -> dict:
     for stale in release.parent.glob(f".{release.name}.tmp-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()
-    with StageCache(cache_root(cfg.cache_dir)) as cache:
-        work = Path(tempfile.mkdtemp(dir=release.parent, prefix=f".{release.name}.tmp-"))
-        try:
-            report = _build(cfg, cache, work, release.name, console.print)
-            report["wall_s"] = round(time.perf_counter() - t0, 1)
-            _write_outputs(work, report)
-            replace_dir(work, release)
-        except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
-            raise
+    with StageCache(cache_root(cfg.cache_dir)) as cache, atomic_dir(release) as work:
+        report = _build(cfg, cache, work, release.name, console.print)
+        report["wall_s"] = round(time.perf_counter() - t0, 1)
+        _write_outputs(work, report)
     for line in report["failed"]:
         console.print(f"[red]gate failed[/red] {line}")
     color = "green" if report["verdict"] == "shipped" else "red"
@@ -202,7 +195,7 @@ def _artifact_table(arts: dict, evals: dict, benches: dict) -> dict:
 
 def _write_outputs(work: Path, report: dict) -> None:
     """release.json, then the model card and report.html that read it."""
-    from lifecycle.artifact import write_json_atomic
+    from lifecycle.atomic import write_json_atomic
     from lifecycle.release.card import write_card
     from lifecycle.release.report import write_report
 

@@ -101,12 +101,10 @@ def served_artifact(path: str | Path) -> dict:
 
 # ---- small helpers shared by show, diff, report and card ---------------------------------------------------
 def write_file(path: Path, data: str | bytes) -> Path:
-    """Write atomically, readable by all like the rest of a release (mkstemp alone leaves 0600)."""
-    from perf.bench.report import write_atomic
+    """Write atomically, readable by all like the rest of a release."""
+    from lifecycle.atomic import write_text_atomic
 
-    write_atomic(Path(path), data)
-    Path(path).chmod(0o644)
-    return Path(path)
+    return write_text_atomic(path, data)
 
 
 

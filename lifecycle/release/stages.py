@@ -208,7 +208,7 @@ class Runner:
             link_tree(out.path, self.work / "artifacts" / name)
             outputs = {f"artifacts/{name}/manifest.json": out.manifest_sha256}
         else:
-            from lifecycle.artifact import write_json_atomic
+            from lifecycle.atomic import write_json_atomic
 
             if not cached:
                 out = build()

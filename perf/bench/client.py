@@ -17,6 +17,7 @@ import os
 import sys
 import time
 
+from lifecycle.atomic import write_text_atomic
 from perf.bench.metrics import RequestRecord
 
 
@@ -96,10 +97,7 @@ def main(argv: list[str]) -> None:
     with open(spec_path) as f:
         spec = json.load(f)
     result = asyncio.run(run(spec))
-    tmp = out_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f)
-    os.replace(tmp, out_path)
+    write_text_atomic(out_path, json.dumps(result))
 
 
 if __name__ == "__main__":

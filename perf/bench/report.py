@@ -6,24 +6,12 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from lifecycle.atomic import OWNER_ONLY, write_text_atomic
 
 COLUMNS = ("target", "c", "req/s", "out tok/s", "TTFT p50/p99", "TPOT p50/p99", "ITL p50/p99",
            "E2E p50/p99", "errors", "RSS steady/peak MB", "GB/s")
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _pair(d: dict, a: str = "p50_ms", b: str = "p99_ms") -> str:
@@ -140,14 +128,14 @@ def _save(fig, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
-    write_atomic(path, buf.getvalue())
+    write_text_atomic(path, buf.getvalue(), mode=OWNER_ONLY)
     return path
 
 
 def write_outputs(result: dict, output: str | Path) -> list[Path]:
     """JSON at `output`, the table beside it (.md), and the plots (-latency/-throughput/-tradeoff .png)."""
     path = Path(output)
-    write_atomic(path, json.dumps(result, indent=2, default=str) + "\n")
+    write_text_atomic(path, json.dumps(result, indent=2, default=str) + "\n", mode=OWNER_ONLY)
     md = path.with_suffix(".md")
-    write_atomic(md, table(result))
+    write_text_atomic(md, table(result), mode=OWNER_ONLY)
     return [path, md, *plots(result, path.with_suffix(""))]

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lifecycle.atomic import OWNER_ONLY, write_text_atomic
 from lifecycle.errors import UserError
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -139,7 +140,6 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
                  locustfile: Path = LOCUSTFILE) -> dict:
     """Run Locust headless against a local endpoint; writes CSV, HTML, locust.json and summary.json to `out`.
     `prompt_set` (auto | arith | generic) picks the built-in prompts when no `prompts_file` is given."""
-    from perf.bench.report import write_atomic
     from perf.endpoint import check_local
 
     check_local(endpoint)
@@ -161,7 +161,7 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 90)
     except subprocess.TimeoutExpired:
         raise UserError(f"locust did not finish within {secs + 90} s; see {out}") from None
-    write_atomic(out / "locust.log", proc.stdout + proc.stderr)
+    write_text_atomic(out / "locust.log", proc.stdout + proc.stderr, mode=OWNER_ONLY)
     json_path = out / "locust.json"
     if not json_path.is_file():
         raise UserError(f"locust wrote no results (exit {proc.returncode}); its output: {out / 'locust.log'}")
@@ -171,8 +171,6 @@ def run_loadtest(endpoint: str, users: int, spawn_rate: float, duration: str, ou
 
 
 def write_summary(summary: dict, checks: list[dict], out: Path) -> Path:
-    from perf.bench.report import write_atomic
-
     path = out / "summary.json"
-    write_atomic(path, json.dumps(summary | {"slo": checks}, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(summary | {"slo": checks}, indent=2) + "\n", mode=OWNER_ONLY)
     return path
