@@ -17,6 +17,7 @@ import openai
 import pytest
 
 from lifecycle.engine import SamplingParams
+from lifecycle.sse import parse_events
 from serve.app import build_app
 from serve.host import EngineHost
 from serve.local import LocalBackend, ServerThread
@@ -173,7 +174,8 @@ def test_engine_failure_is_contained(server, client):
     err = _error(r, 500)
     assert err["type"] == "server_error"
     stream = httpx.post(server.url + "/v1/completions", json={"model": "mock", "prompt": "fail", "max_tokens": 2, "stream": True})
-    assert stream.status_code == 200 and '"error"' in stream.text and stream.text.endswith("data: [DONE]\n\n")
+    assert stream.status_code == 200 and stream.text.endswith("data: [DONE]\n\n")
+    assert parse_events(stream.text)[-1]["error"]["type"] == "server_error"
     assert client.completions.create(model="mock", prompt="ok", max_tokens=1).choices[0].text == " ok"
 
 
@@ -203,7 +205,7 @@ def test_request_timeout():
         err = _error(httpx.post(srv.url + "/v1/completions", json={"model": "slow", "prompt": "a", "max_tokens": 10}), 504)
         assert err["type"] == "timeout_error"
         s = httpx.post(srv.url + "/v1/completions", json={"model": "slow", "prompt": "a", "max_tokens": 10, "stream": True})
-        assert "timeout_error" in s.text and s.text.endswith("data: [DONE]\n\n")
+        assert s.text.endswith("data: [DONE]\n\n") and parse_events(s.text)[-1]["error"]["type"] == "timeout_error"
 
 
 # ---- auth --------------------------------------------------------------------------------------------

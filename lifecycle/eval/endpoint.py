@@ -12,13 +12,13 @@ tasks can run. The API key is read from OPENAI_API_KEY when set.
 
 from __future__ import annotations
 
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 from lifecycle.engine import Completion, Engine, Prompt, SamplingParams, Score, StreamEvent
 from lifecycle.errors import UserError
+from lifecycle.sse import iter_events
 
 
 class EndpointEngine(Engine):
@@ -95,13 +95,8 @@ class EndpointEngine(Engine):
             with self.client.stream("POST", path, json=body) as resp:
                 if resp.status_code >= 400:
                     raise UserError(f"endpoint {self.url}{path} answered {resp.status_code}")
-                for line in resp.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    payload = line[len("data:"):].strip()
-                    if payload == "[DONE]":
-                        break
-                    choice = (json.loads(payload).get("choices") or [{}])[0]
+                for event in iter_events(resp.iter_bytes()):
+                    choice = (event.get("choices") or [{}])[0]
                     delta = choice.get("text") if path == "/completions" else (choice.get("delta") or {}).get("content")
                     reason = choice.get("finish_reason") or reason
                     if delta:

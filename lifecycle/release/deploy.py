@@ -16,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from lifecycle.errors import UserError
+from lifecycle.sse import parse_events
 
 GENERIC_PROMPT = "In one sentence, what is a river?"
 CHINESE_PROMPT = "请用一句话介绍一下长城。"
@@ -27,12 +28,8 @@ def _post(url: str, body: dict, timeout_s: float) -> tuple[int | None, dict | li
                                  headers={"Content-Type": "application/json; charset=utf-8"})
     try:
         with urllib.request.urlopen(req, timeout=timeout_s) as resp:
-            raw = resp.read().decode("utf-8")
-            if not body.get("stream"):
-                return resp.status, json.loads(raw), ""
-            events = [json.loads(line[6:]) for line in raw.splitlines()
-                      if line.startswith("data: ") and line != "data: [DONE]"]
-            return resp.status, events, ""
+            raw = resp.read()
+            return resp.status, parse_events(raw) if body.get("stream") else json.loads(raw), ""
     except urllib.error.HTTPError as e:
         return e.code, None, e.read().decode("utf-8", "replace")[:300]
     except (OSError, ValueError) as e:

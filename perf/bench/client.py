@@ -18,6 +18,7 @@ import sys
 import time
 
 from lifecycle.atomic import write_text_atomic
+from lifecycle.sse import aiter_events
 from perf.bench.metrics import RequestRecord
 
 
@@ -48,11 +49,7 @@ async def one_request(session, url: str, model: str, item: dict, timeout_s: floa
             if r.status != 200:
                 rec.error = f"HTTP {r.status}: {(await r.text())[:200]}"
             else:
-                async for raw in r.content:
-                    line = raw.decode().strip()
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    ev = json.loads(line[6:])
+                async for ev in aiter_events(r.content.iter_any()):
                     if "error" in ev:
                         rec.error = f"stream error: {ev['error'].get('message', ev['error'])}"[:200]
                     elif ev.get("usage"):

@@ -16,8 +16,8 @@ Options (command line, the web UI, or environment variables LOCUST_<NAME>):
                      a local artifact of the arithmetic lineage, else generic)
 Streaming requests report two entries: "stream chat" (to the last byte) and "TTFT stream chat"
 (request sent -> first chunk with text), so percentiles of both appear in every Locust report.
-Self-contained on purpose: with arith prompts it needs only locust, so `locust -f` runs it anywhere; the
-generic set and `auto` import the llm-lifecycle package (pure Python).
+Needs locust and the llm-lifecycle package importable (its stream parser, lifecycle.sse, is stdlib only;
+the generic set and `auto` read its prompt data, pure Python too).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ import random
 import time
 
 from locust import HttpUser, between, events, task
+
+from lifecycle.sse import iter_events
 
 _user_ids = itertools.count()
 
@@ -169,11 +171,7 @@ class OpenAIUser(HttpUser):
             if r.status_code != 200:
                 r.failure(f"HTTP {r.status_code}")
                 return
-            for raw in r.iter_lines():
-                line = raw.decode() if isinstance(raw, bytes) else raw
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                ev = json.loads(line[6:])
+            for ev in iter_events(r.iter_content(chunk_size=None)):
                 if "error" in ev:
                     r.failure(f"stream error: {ev['error'].get('message', '')[:120]}")
                     return
