@@ -1,6 +1,11 @@
 """Which `pip install 'llm-lifecycle[extra]'` brings a missing module, for one-line install hints.
 
-    raise UserError(install_hint("llama_cpp"))   # "llama_cpp is not installed; run: pip install 'llm-lifecycle[quant]'"
+    raise UserError(f"GGUF needs llama-cpp-python: {install_hint('llama_cpp')}")
+    # GGUF needs llama-cpp-python: 'llama_cpp' is not installed; run: pip install torch==2.13.0 (the CPU
+    # build) first, then pip install 'llm-lifecycle[quant]'
+    install_command("serve")                     # "pip install 'llm-lifecycle[serve]'"
+
+Every message in the project that tells a user to install something comes from here.
 
 The CLI turns any ModuleNotFoundError that escapes a command into this one line (exit status 2).
 """
@@ -21,12 +26,16 @@ EXTRA_OF = {
 TORCH_FIRST = "pip install torch==2.13.0 (the CPU build) first, then "
 
 
+def install_command(extra: str) -> str:
+    """The command that installs one extra (torch's CPU build first where the extra needs torch)."""
+    command = f"pip install 'llm-lifecycle[{extra}]'"
+    return TORCH_FIRST + command if extra in ("train", "quant") else command
+
+
 def install_hint(module: str) -> str:
     """One line naming the missing module and the install command that brings it."""
     top = (module or "").split(".")[0]
     extra = EXTRA_OF.get(top)
     if extra is None:
         return f"the Python module '{top}' is not installed; reinstall with: pip install -e '.[all]'"
-    needs_torch = extra in ("train", "quant")
-    command = f"pip install 'llm-lifecycle[{extra}]'"
-    return f"'{top}' is not installed; run: {TORCH_FIRST + command if needs_torch else command}"
+    return f"'{top}' is not installed; run: {install_command(extra)}"

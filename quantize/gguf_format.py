@@ -26,6 +26,7 @@ import numpy as np
 from lifecycle.artifact import Artifact
 from lifecycle.config import field
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 from quantize.driver import QuantOptions
 from quantize.tokengen import LOGITS_BLOCK_BYTES, TokenEngine, bounded_context, load_tokenizer
 
@@ -222,7 +223,7 @@ class GGUFEngine(TokenEngine):
         try:
             from llama_cpp import Llama
         except ImportError:
-            raise UserError("GGUF needs llama-cpp-python; run: pip install -e '.[quant]'") from None
+            raise UserError(f"GGUF needs llama-cpp-python: {install_hint('llama_cpp')}") from None
         path = artifact.path / GGUF_FILE
         if not path.is_file():
             raise UserError(f"{artifact.path} has no {GGUF_FILE}; it is not a GGUF artifact")

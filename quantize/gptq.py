@@ -18,6 +18,7 @@ from lifecycle.artifact import Artifact
 from lifecycle.config import field
 from lifecycle.engines.hf import HFEngine
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 from quantize.driver import QuantOptions
 
 
@@ -115,7 +116,7 @@ class GPTQEngine(HFEngine):
         try:
             from gptqmodel import GPTQModel
         except ImportError:
-            raise UserError("GPTQ needs gptqmodel; run: pip install -e '.[quant]'") from None
+            raise UserError(f"GPTQ needs gptqmodel: {install_hint('gptqmodel')}") from None
         wrapped = GPTQModel.load(str(artifact.path), device="cpu")
         engine = cls(wrapped.model, AutoTokenizer.from_pretrained(str(artifact.path)), artifact, max_batch_size=max_batch_size)
         engine.wrapped = wrapped

@@ -24,6 +24,7 @@ import numpy as np
 from lifecycle.artifact import Artifact
 from lifecycle.config import field
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 from quantize.driver import QuantOptions
 from quantize.tokengen import TokenEngine, bounded_context, eos_ids_of, load_tokenizer
 
@@ -122,7 +123,7 @@ class OnnxGenAIEngine(TokenEngine):
         try:
             import onnxruntime_genai as og
         except ImportError:
-            raise UserError("ONNX needs onnxruntime-genai; run: pip install -e '.[quant]'") from None
+            raise UserError(f"ONNX needs onnxruntime-genai: {install_hint('onnxruntime_genai')}") from None
         genai = json.loads((artifact.path / "genai_config.json").read_text())["model"]
         ctx = bounded_context(context_length, int(genai.get("context_length") or 0))
         cfg = og.Config(str(artifact.path))

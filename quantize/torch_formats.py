@@ -98,8 +98,10 @@ class TorchQuantEngine(HFEngine):
         try:
             model = AutoModelForCausalLM.from_pretrained(str(artifact.path), device_map="cpu", dtype=torch.float32)
         except ImportError as e:
+            from lifecycle.extras import install_command
+
             raise UserError(f"{artifact.path} ({artifact.format}) needs a library that is missing ({e}); "
-                            "run: pip install -e '.[quant]'") from None
+                            f"run: {install_command('quant')}") from None
         for mod in model.modules():
             # bnb's packed AVX512-bf16 CPU path needs in_features % 64 == 0 and computes in bf16; keep fp32.
             if hasattr(mod, "support_avx512bf16_for_cpu"):

@@ -106,6 +106,19 @@ def test_a_missing_optional_module_names_the_extra_to_install(monkeypatch, capsy
     assert len(err.strip().splitlines()) == 1
 
 
+def test_install_advice_comes_only_from_install_hint():
+    """A hand-written "pip install x" drifts from pyproject's extras; lifecycle.extras is the one source.
+    Upgrades (pip install -U) are not install hints."""
+    import re
+
+    from lifecycle.release.codegraph import PACKAGES, ROOT
+
+    pattern = re.compile(r"pip install (?!-U )")
+    found = [f"{f.relative_to(ROOT)}:{n}" for pkg in PACKAGES for f in sorted((ROOT / pkg).rglob("*.py"))
+             if f.name != "extras.py" for n, line in enumerate(f.read_text().splitlines(), 1) if pattern.search(line)]
+    assert found == []
+
+
 def test_a_hub_id_not_in_the_local_cache_is_one_line(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "show", "Qwen/Qwen2.5-0.5B-Instruct"],

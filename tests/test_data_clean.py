@@ -109,7 +109,7 @@ def test_language_filter_missing_dependency_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", fake)
     from lifecycle.data.clean import LanguageId
 
-    with pytest.raises(UserError, match="pip install py3langid"):
+    with pytest.raises(UserError, match=r"py3langid' is not installed; run: pip install 'llm-lifecycle\[data\]'"):
         LanguageId(["en"])
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from lifecycle.data.generic import generic_chats, generic_texts, records
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 
 SUM = re.compile(r"\d+\s*\+\s*\d+\s*=")
 CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -213,7 +214,7 @@ def test_locust_sends_generic_prompts_to_an_unknown_model(tmp_path):
     from serve.mock import MockEngine
 
     if shutil.which("locust") is None:
-        pytest.skip("pip install 'llm-lifecycle[loadtest]'")
+        pytest.skip(install_hint("locust"))
     rec = _Recorder(MockEngine(context_length=4096))
     with ServerThread(build_app(LocalBackend({"someones-chat-model": EngineHost(rec, "someones-chat-model",
                                                                                stream_interval_s=0.0)}))) as srv:
@@ -248,7 +249,7 @@ def test_deploy_run_on_a_generic_model(generic_ckpt, tmp_path):
     from lifecycle.release.deploy import run
 
     if shutil.which("locust") is None:
-        pytest.skip("pip install 'llm-lifecycle[loadtest]'")
+        pytest.skip(install_hint("locust"))
     opts = {"engine": "local", "users": 2, "spawn_rate": 2, "duration": "2s", "slo": "error_rate=0",
             "startup_timeout_s": 120}
     dep = run("chat-model", generic_ckpt.path, opts, tmp_path, log=lambda *_: None, profile="generic")

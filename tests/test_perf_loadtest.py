@@ -11,9 +11,10 @@ import urllib.request
 import pytest
 
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 from perf.loadtest.run import check_slos, hist_percentile, parse_duration, parse_slos, summarize
 
-needs_locust = pytest.mark.skipif(shutil.which("locust") is None, reason="pip install 'llm-lifecycle[loadtest]'")
+needs_locust = pytest.mark.skipif(shutil.which("locust") is None, reason=install_hint("locust"))
 
 
 def _entry(name, method, times, fails=0):

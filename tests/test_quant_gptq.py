@@ -13,9 +13,10 @@ import pytest
 from lifecycle.artifact import Artifact
 from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None,
-                                reason="gptqmodel not installed (pip install -e '.[quant]')")
+                                reason=install_hint("gptqmodel"))
 
 
 @pytest.fixture(scope="session")

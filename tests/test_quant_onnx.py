@@ -20,9 +20,10 @@ import pytest
 from lifecycle.artifact import Artifact
 from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime_genai") is None or importlib.util.find_spec("onnx") is None,
-                                reason="onnxruntime-genai / onnx not installed (pip install -e '.[quant]')")
+                                reason=install_hint("onnxruntime_genai"))
 NAMES = ["onnx", "onnx-int8", "onnx-int4"]
 SETS = ["eval_items=40", "parity_prompts=16", "threads=1"]
 FLOORS = {  # top-1, max mean KL, greedy, max raw exact-match drop

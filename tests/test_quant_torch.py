@@ -20,6 +20,7 @@ import pytest
 from lifecycle.artifact import Artifact
 from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 
 NEEDS = {"int8": "torchao", "fp8": "torchao", "int4": "bitsandbytes"}
 FLOORS = {  # top1, greedy, max raw-EM drop, max KL
@@ -33,7 +34,7 @@ SETS = ["eval_items=40", "parity_prompts=16", "threads=1"]
 def _skip_unless(name):
     lib = NEEDS[name]
     if importlib.util.find_spec(lib) is None:
-        pytest.skip(f"{lib} is not installed (pip install -e '.[quant]')")
+        pytest.skip(install_hint(lib))
 
 
 @pytest.fixture(scope="session")

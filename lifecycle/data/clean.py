@@ -227,12 +227,13 @@ class LanguageId:
 
     def __init__(self, languages: list[str]):
         from lifecycle.errors import UserError
+        from lifecycle.extras import install_hint
 
         try:
             from py3langid import langid
         except ImportError:
-            raise UserError("the language filter needs py3langid: pip install py3langid "
-                            "(or pip install 'llm-lifecycle[data]'), or leave `languages` empty") from None
+            raise UserError(f"the language filter needs py3langid: {install_hint('py3langid')}; "
+                            "or leave `languages` empty") from None
         self._ident = langid.LanguageIdentifier.from_model_file(langid.MODEL_FILE, norm_probs=True)
         known = set(self._ident.nb_classes)
         unknown = [lang for lang in languages if lang not in known]

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 from lifecycle.atomic import atomic_file
 from lifecycle.data.items import Item  # noqa: F401  (readers and callers import it from here too)
 from lifecycle.errors import UserError
+from lifecycle.extras import install_hint
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
               ".parquet": "parquet", ".txt": "text", ".md": "text", ".html": "html", ".htm": "html",
@@ -303,7 +304,7 @@ def _hf(path: Path, _unit: str) -> Iterator[Item]:
     try:
         from datasets import DatasetDict, load_from_disk
     except ImportError:
-        raise UserError("reading a saved dataset needs `datasets`: pip install 'llm-lifecycle[data]'") from None
+        raise UserError(f"reading a saved dataset needs datasets: {install_hint('datasets')}") from None
     ds = load_from_disk(str(path))
     splits = ds.items() if isinstance(ds, DatasetDict) else [("", ds)]
     for split, d in splits:

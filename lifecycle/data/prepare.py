@@ -269,8 +269,11 @@ def _save_hf(folder: Path, split_dir: Path) -> None:
         import pyarrow.json as pj
         from datasets import Dataset, DatasetDict
         from datasets.utils.logging import disable_progress_bar
-    except ImportError:
-        raise UserError("save_hf needs `datasets`: pip install 'llm-lifecycle[data]', or --set save_hf=false") from None
+    except ImportError as e:
+        from lifecycle.extras import install_hint
+
+        raise UserError(f"save_hf needs datasets and pyarrow: {install_hint(e.name or 'datasets')}; "
+                        "or --set save_hf=false") from None
     disable_progress_bar()
     tables = {}
     for name in SPLITS:

@@ -19,10 +19,12 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
-def require(module: str, package: str | None = None) -> None:
+def require(module: str) -> None:
     """Raise a one-line install hint when an optional library is missing (checked without importing)."""
     if importlib.util.find_spec(module) is None:
-        raise UserError(f"this metric needs '{package or module}': pip install 'llm-lifecycle[eval]'")
+        from lifecycle.extras import install_hint
+
+        raise UserError(f"this metric needs {module}: {install_hint(module)}")
 
 
 def normalize(text: str) -> str:
@@ -46,7 +48,7 @@ def exact_match(predictions: Sequence[str], references: Sequence[str | Sequence[
 def rouge(predictions: Sequence[str], references: Sequence[str | Sequence[str]],
           kinds: Sequence[str] = ("rouge1", "rouge2", "rougeL")) -> dict[str, float]:
     """Mean F-measure per ROUGE kind; with several references an item takes its best one."""
-    require("rouge_score", "rouge-score")
+    require("rouge_score")
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(list(kinds), use_stemmer=False)
@@ -89,7 +91,7 @@ def classification(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequenc
     AUC is binary (positive = labels[1]) for two labels and one-vs-rest macro otherwise; it is None when
     y_true holds a single class, where AUC is undefined.
     """
-    require("sklearn", "scikit-learn")
+    require("sklearn")
     from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
     labels = list(labels)

@@ -70,8 +70,10 @@ def load_qlora_base(base, trust_remote_code: bool = False):
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise UserError("sft method qlora needs bitsandbytes (NF4 on CPU from 0.50.2): "
-                        "pip install 'bitsandbytes>=0.50.2', or use --method lora")
+        from lifecycle.extras import install_hint
+
+        raise UserError(f"sft method qlora needs bitsandbytes>=0.50.2 (NF4 on CPU): {install_hint('bitsandbytes')}; "
+                        "or use --method lora")
     if base.format != "hf":
         raise UserError(f"qlora quantizes a checkpoint, but {base.path} is a '{base.format}' artifact; "
                         "merge it first (lifecycle merge) or use --method lora")
