@@ -7,7 +7,7 @@
 
     lifecycle quantize --model tiny-arith --format int8 --output runs/int8
 
-Embeddings and norms stay fp32 in all three (only `nn.Linear` weights are quantized).
+Embeddings and norms keep the parent's dtype in all three (only `nn.Linear` weights are quantized).
 """
 
 from __future__ import annotations
@@ -68,7 +68,11 @@ def produce(parent: Artifact, tmp: Path, opts: Options, name: str) -> dict:
 
     quiet_libraries()
     torch.set_num_threads(opts.threads)
-    model = AutoModelForCausalLM.from_pretrained(str(parent.path), dtype=torch.float32, device_map="cpu",
+    from lifecycle.loading import torch_dtype
+
+    # what is not quantized (embeddings, norms, a skipped lm_head) keeps the parent's dtype: a bf16 parent
+    # upcast to fp32 made Qwen2.5-0.5B's int8 artifact 0.9 GB instead of 0.6 GB
+    model = AutoModelForCausalLM.from_pretrained(str(parent.path), dtype=torch_dtype("auto", parent.path), device_map="cpu",
                                                  quantization_config=_quant_config(name, opts))
     model.save_pretrained(str(tmp), safe_serialization=True)
     save_tokenizer(AutoTokenizer.from_pretrained(str(parent.path)), tmp)
@@ -96,7 +100,10 @@ class TorchQuantEngine(HFEngine):
         if threads:
             setup_torch(threads, seed=0)
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(artifact.path), device_map="cpu", dtype=torch.float32)
+            from lifecycle.loading import torch_dtype
+
+            model = AutoModelForCausalLM.from_pretrained(str(artifact.path), device_map="cpu",
+                                                         dtype=torch_dtype("auto", artifact.path))
         except ImportError as e:
             from lifecycle.extras import install_command
 
