@@ -1,4 +1,11 @@
-"""Shared fixtures: one thread for torch, a private artifact store, and session-scoped tiny artifacts."""
+"""Shared fixtures (one thread for torch, a private artifact store, session-scoped tiny artifacts) and the
+test tiers: every test carries exactly one of the markers below, or collection fails.
+
+    python -m pytest -m unit           # pure logic, under 2 minutes
+    python -m pytest -m integration    # tiny models, stages in-process, servers on 127.0.0.1
+    python -m pytest -m slow           # the real CLI through whole pipelines (minutes)
+    python -m pytest                   # every tier (what .ci/run calls)
+"""
 
 import os
 
@@ -8,6 +15,21 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest  # noqa: E402
+
+TIERS = ("unit", "integration", "slow")
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects anything, so every collected test is checked
+def pytest_collection_modifyitems(config, items):
+    wrong = []
+    for item in items:
+        tiers = sorted({m.name for m in item.iter_markers() if m.name in TIERS})
+        if len(tiers) != 1:
+            wrong.append(f"  {item.nodeid}: {', '.join(tiers) or 'no tier'}")
+    if wrong:
+        raise pytest.UsageError(
+            f"every test needs exactly one tier marker of {', '.join(TIERS)} (module `pytestmark = "
+            "pytest.mark.unit`, or per test where a module mixes tiers; see tests/conftest.py):\n" + "\n".join(wrong))
 
 
 @pytest.fixture(scope="session", autouse=True)

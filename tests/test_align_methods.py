@@ -18,6 +18,7 @@ def history_keys(art: Artifact) -> set:
     return {k for row in log["history"] for k in row}
 
 
+@pytest.mark.unit
 def test_registry_imports_every_method():
     import dataclasses
 
@@ -41,6 +42,7 @@ def kto_adapter(tmp_path_factory, sft_adapter):
 
 
 @pytest.mark.parametrize("method", ["ipo", "simpo", "cpo", "orpo"])
+@pytest.mark.integration
 def test_pair_method_runs_and_records(method, tmp_path, sft_adapter):
     from lifecycle.align.methods import lookup
 
@@ -53,6 +55,7 @@ def test_pair_method_runs_and_records(method, tmp_path, sft_adapter):
         assert key in art.metrics
 
 
+@pytest.mark.integration
 def test_kto_runs_and_merges(kto_adapter, tmp_path, sft_adapter):
     from lifecycle.train import merge
 
@@ -63,6 +66,7 @@ def test_kto_runs_and_merges(kto_adapter, tmp_path, sft_adapter):
     assert merged.format == "hf" and merged.metrics["merge_parity"]["logits_max_abs_diff"] <= 1e-3
 
 
+@pytest.mark.integration
 def test_kto_given_pairs_names_the_fields(tmp_path, sft_adapter):
     from lifecycle.align.preference import KTOConfig, run_kto
 
@@ -72,6 +76,7 @@ def test_kto_given_pairs_names_the_fields(tmp_path, sft_adapter):
     assert not (tmp_path / "kto").exists()
 
 
+@pytest.mark.integration
 def test_pair_method_given_unpaired_names_the_fields(tmp_path, sft_adapter):
     from lifecycle.align.preference import ORPOConfig, run_orpo
 
@@ -80,6 +85,7 @@ def test_pair_method_given_unpaired_names_the_fields(tmp_path, sft_adapter):
         run_orpo(cfg, tmp_path / "orpo")
 
 
+@pytest.mark.unit
 def test_config_validation():
     from lifecycle.align.preference import KTOConfig
 
@@ -89,6 +95,7 @@ def test_config_validation():
         KTOConfig(model="x", batch_size=1)
 
 
+@pytest.mark.unit
 def test_builtin_unpaired_and_heldout_data():
     from lifecycle.data import synth
     from lifecycle.data.load import UNPAIRED_FIELDS, load_records

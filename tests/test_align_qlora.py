@@ -7,6 +7,8 @@ import pytest
 from lifecycle.artifact import Artifact
 from lifecycle.errors import UserError
 
+pytestmark = pytest.mark.integration
+
 HAS_BNB = importlib.util.find_spec("bitsandbytes") is not None
 
 

@@ -5,6 +5,8 @@ import pytest
 from lifecycle.artifact import Artifact
 from lifecycle.errors import UserError
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="session")
 def reward_artifact(tmp_path_factory, base_artifact, torch_one_thread):

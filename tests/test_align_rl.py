@@ -16,6 +16,7 @@ def history_keys(art: Artifact) -> set:
     return {k for row in log["history"] for k in row}
 
 
+@pytest.mark.unit
 def test_programmatic_rewards():
     from lifecycle.align.rl import concise, exact
 
@@ -26,6 +27,7 @@ def test_programmatic_rewards():
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])
+@pytest.mark.integration
 def test_rl_method_runs_and_records(method, tmp_path, sft_adapter):
     from lifecycle.align.methods import lookup
 
@@ -37,6 +39,7 @@ def test_rl_method_runs_and_records(method, tmp_path, sft_adapter):
         assert key in art.metrics
 
 
+@pytest.mark.integration
 def test_grpo_with_learned_reward(tmp_path, sft_adapter, base_artifact):
     from lifecycle.align import reward
     from lifecycle.align.rl import GRPOConfig, run_grpo
@@ -50,6 +53,7 @@ def test_grpo_with_learned_reward(tmp_path, sft_adapter, base_artifact):
     assert "mean_reward/reward_model" in art.metrics
 
 
+@pytest.mark.integration
 def test_rl_wrong_data_and_options(tmp_path, sft_adapter):
     from lifecycle.align.rl import GRPOConfig, run_grpo
 

@@ -7,6 +7,8 @@ import pytest
 from lifecycle.artifact import MANIFEST, Artifact, sha256_file, write_artifact
 from lifecycle.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 
 def _make(tmp_path, name="a", parent=None):
     with write_artifact(tmp_path / name, format="hf", stage="test", parent=parent, options={"x": 1},

@@ -8,6 +8,8 @@ import pytest
 
 from lifecycle.atomic import OWNER_ONLY, atomic_dir, atomic_file, write_json_atomic, write_text_atomic
 
+pytestmark = pytest.mark.unit
+
 
 def _mode(p) -> int:
     return stat.S_IMODE(os.stat(p).st_mode)

@@ -7,6 +7,8 @@ from transformers import AutoTokenizer
 
 from lifecycle.train.chat_masks import FOLDED, tokenize_chat, tokenize_chats
 
+pytestmark = pytest.mark.integration
+
 CHAT = [{"role": "user", "content": "What is the capital of France?"},
         {"role": "assistant", "content": "Paris."},
         {"role": "user", "content": "用一句话介绍它。"},

@@ -16,6 +16,7 @@ def _run(*args, timeout=120):
                           timeout=timeout, env=env)
 
 
+@pytest.mark.unit
 def test_help_imports_no_heavy_library():
     code = (
         "import sys\n"
@@ -34,6 +35,7 @@ def test_help_imports_no_heavy_library():
     assert "LOADED []" in out.stdout
 
 
+@pytest.mark.unit
 def test_stage_help_lists_config_fields():
     out = _run("sft", "--help")
     assert out.returncode == 0
@@ -41,6 +43,7 @@ def test_stage_help_lists_config_fields():
         assert name in out.stdout
 
 
+@pytest.mark.unit
 def test_models_json_lists_the_builtin_base():
     out = _run("models", "--json")
     assert out.returncode == 0, out.stderr
@@ -51,6 +54,7 @@ def test_models_json_lists_the_builtin_base():
     assert base["size"] > 100_000
 
 
+@pytest.mark.unit
 def test_user_errors_are_one_line():
     for args in (["sft", "--model", "/no/such/model"], ["merge"], ["sft", "--set", "method=qlora9"],
                  ["show", "nothing-here"]):
@@ -61,6 +65,7 @@ def test_user_errors_are_one_line():
         assert "Traceback" not in out.stderr
 
 
+@pytest.mark.unit
 def test_show_verifies_the_builtin():
     out = _run("show", "tiny-arith")
     assert out.returncode == 0, out.stderr
@@ -78,6 +83,7 @@ def _main(monkeypatch, capsys, argv):
     return 0, capsys.readouterr().err
 
 
+@pytest.mark.unit
 def test_a_crash_exits_3_with_one_line_naming_its_log(monkeypatch, capsys, tmp_path):
     """1 means "refused by a gate", 2 "your input": an internal error is neither, and the traceback goes to a file."""
     import lifecycle.models
@@ -94,6 +100,7 @@ def test_a_crash_exits_3_with_one_line_naming_its_log(monkeypatch, capsys, tmp_p
     assert str(log) in err and "Traceback" in log.read_text() and "simulated bug" in log.read_text()
 
 
+@pytest.mark.unit
 def test_a_missing_optional_module_names_the_extra_to_install(monkeypatch, capsys):
     import lifecycle.models
 
@@ -106,6 +113,7 @@ def test_a_missing_optional_module_names_the_extra_to_install(monkeypatch, capsy
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.unit
 def test_install_advice_comes_only_from_install_hint():
     """A hand-written "pip install x" drifts from pyproject's extras; lifecycle.extras is the one source.
     Upgrades (pip install -U) are not install hints."""
@@ -119,6 +127,7 @@ def test_install_advice_comes_only_from_install_hint():
     assert found == []
 
 
+@pytest.mark.unit
 def test_a_hub_id_not_in_the_local_cache_is_one_line(tmp_path):
     env = {**os.environ, "HF_HOME": str(tmp_path), "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "show", "Qwen/Qwen2.5-0.5B-Instruct"],
@@ -127,6 +136,7 @@ def test_a_hub_id_not_in_the_local_cache_is_one_line(tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.integration
 def test_a_hub_id_resolves_from_the_local_cache(tmp_path, family_checkpoints):
     """`--model Org/Name` finds a snapshot already in the HF cache (laid out as huggingface_hub does)."""
     import shutil
@@ -147,6 +157,7 @@ def test_a_hub_id_resolves_from_the_local_cache(tmp_path, family_checkpoints):
 @pytest.mark.parametrize("change,expect", [
     ({"auto_map": {"AutoModelForCausalLM": "modeling_x.XForCausalLM"}}, "ships its own model code"),
     ({"model_type": "no_such_arch"}, "model_type 'no_such_arch' is unknown to transformers")])
+@pytest.mark.integration
 def test_unsupported_checkpoints_are_refused_in_one_line(change, expect, family_checkpoints, tmp_path):
     import shutil
 

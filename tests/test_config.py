@@ -7,6 +7,8 @@ import pytest
 from lifecycle.config import build, describe, field
 from lifecycle.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 
 @dataclass
 class Cfg:

@@ -14,6 +14,8 @@ from lifecycle.data.clean import (
 )
 from lifecycle.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 RULES = QualityRules(min_words=50)
 
 

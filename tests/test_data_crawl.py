@@ -9,6 +9,8 @@ import pytest
 
 from lifecycle.data.crawl import CrawlOptions, crawl
 
+pytestmark = pytest.mark.integration
+
 ARTICLE = ("<!DOCTYPE html><html><head><title>Bees</title></head><body><nav><a href='/'>Home</a> | "
            "<a href='/shop'>Shop</a></nav><article><h1>How bees make honey</h1><p>Worker bees collect nectar "
            "from flowers and carry it back to the hive in a special stomach.</p><p>In the hive the nectar is "

@@ -3,7 +3,11 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from lifecycle.data.dedup import Deduper, exact_key, shingles
+
+pytestmark = pytest.mark.unit
 
 PLANTED = Path(__file__).parent / "fixtures" / "data" / "planted_dups.jsonl"
 

@@ -9,6 +9,8 @@ from lifecycle.data import formats
 from lifecycle.data.collect import read, sources
 from lifecycle.errors import UserError
 
+pytestmark = pytest.mark.unit
+
 FIX = Path(__file__).parent / "fixtures" / "data"
 
 

@@ -36,6 +36,7 @@ def _write_csv(path, rows):
         w.writerows(rows)
 
 
+@pytest.mark.integration
 def test_preference_round_trip_feeds_dpo(tmp_path):
     from lifecycle.data.records import read_normalised
 
@@ -57,6 +58,7 @@ def test_preference_round_trip_feeds_dpo(tmp_path):
     assert all(r["prompt"][0]["role"] == "user" for r in records)
 
 
+@pytest.mark.unit
 def test_import_reports_every_bad_row(tmp_path, capsys):
     sheet = tmp_path / "bad.csv"
     base = {"id": "", "prompt": "Q?", "response_a": "x", "response_b": "y", "context": "", "preference": "a", "note": ""}
@@ -81,6 +83,7 @@ def test_import_reports_every_bad_row(tmp_path, capsys):
         {"prompt": "Q?", "chosen": "x", "rejected": "y", "id": "p1"}]
 
 
+@pytest.mark.integration
 def test_classification_sheet_jsonl(tmp_path):
     from lifecycle.data.records import read_normalised
 
@@ -101,6 +104,7 @@ def test_classification_sheet_jsonl(tmp_path):
     assert [r["label"] for r in result.records] == ["food", "other", "food"]
 
 
+@pytest.mark.integration
 def test_instruction_and_dialogue_ratings(tmp_path):
     from lifecycle.data.records import read_normalised
 
@@ -126,6 +130,7 @@ def test_instruction_and_dialogue_ratings(tmp_path):
     assert result.records[0]["messages"] == recs[0]["messages"]
 
 
+@pytest.mark.integration
 def test_cli_label_export_import(tmp_path):
     ds = _dataset(tmp_path, "preference.jsonl", "prefs")
     env = {**os.environ, "LIFECYCLE_NO_PROGRESS": "1"}

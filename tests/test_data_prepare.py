@@ -29,6 +29,7 @@ def _report(path):
     return json.loads((path / "report.json").read_text())
 
 
+@pytest.mark.integration
 def test_alpaca_artifact_contract(tmp_path):
     out = _prep(tmp_path, [FIX / "alpaca.jsonl"], validation_fraction=0.2, test_fraction=0.2, save_hf=True)
     art = Artifact.load(out)  # verifies every file's sha256
@@ -56,6 +57,7 @@ def test_alpaca_artifact_contract(tmp_path):
     assert hf["train"][0] == records[0]
 
 
+@pytest.mark.integration
 def test_malformed_lines_reported_with_file_and_line(tmp_path):
     rep = _report(_prep(tmp_path, [FIX / "alpaca.jsonl", FIX / "alpaca.csv"]))
     assert rep["malformed"] == [
@@ -66,12 +68,14 @@ def test_malformed_lines_reported_with_file_and_line(tmp_path):
     assert rep["dropped_by_reason"]["malformed"] == 3
 
 
+@pytest.mark.integration
 def test_strict_makes_a_malformed_line_fatal(tmp_path):
     with pytest.raises(UserError, match=r"alpaca.jsonl:6: not valid JSON.*strict"):
         _prep(tmp_path, [FIX / "alpaca.jsonl"], strict=True)
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.integration
 def test_every_chat_format_and_invariant(tmp_path):
     out = _prep(tmp_path, [FIX / "alpaca.csv", FIX / "alpaca.jsonl", FIX / "sharegpt.json", FIX / "messages.jsonl"],
                 validation_fraction=0, test_fraction=0)
@@ -86,17 +90,20 @@ def test_every_chat_format_and_invariant(tmp_path):
                                                                     if r["messages"][-1]["content"] == "4"][0]]["messages"]
 
 
+@pytest.mark.integration
 def test_mixed_kinds_are_refused(tmp_path):
     with pytest.raises(UserError, match="mix record kinds"):
         _prep(tmp_path, [FIX / "alpaca.jsonl", FIX / "preference.jsonl"])
 
 
+@pytest.mark.integration
 def test_forced_wrong_format_drops_everything_with_reason(tmp_path):
     with pytest.raises(UserError, match="no record survived"):
         _prep(tmp_path, [FIX / "messages.jsonl"], format="alpaca")
     assert not (tmp_path / "ds").exists()
 
 
+@pytest.mark.integration
 def test_preference_artifact_works_for_dpo(tmp_path):
     out = _prep(tmp_path, [FIX / "preference.jsonl"], validation_fraction=0, test_fraction=0, save_hf=True)
     records = load_records(str(out), PREFERENCE_FIELDS)
@@ -108,6 +115,7 @@ def test_preference_artifact_works_for_dpo(tmp_path):
     assert load_from_disk(str(out / "hf"))["train"][0] == records[0]
 
 
+@pytest.mark.integration
 def test_html_in_chat_answers_is_kept_unless_asked(tmp_path):
     src = tmp_path / "html.jsonl"
     src.write_text(json.dumps({"instruction": "Make a paragraph in HTML.", "output": "<p>Hello</p>"}) + "\n")
@@ -117,6 +125,7 @@ def test_html_in_chat_answers_is_kept_unless_asked(tmp_path):
     assert json.loads((out / "train.jsonl").read_text())["messages"][1]["content"] == "Hello"
 
 
+@pytest.mark.integration
 def test_text_and_html_inputs(tmp_path):
     out = _prep(tmp_path, [FIX / "text.txt", FIX / "page.html"], validation_fraction=0, test_fraction=0)
     texts = [json.loads(x)["text"] for x in (out / "train.jsonl").read_text().splitlines()]
@@ -124,6 +133,7 @@ def test_text_and_html_inputs(tmp_path):
     assert not any("<" in t for t in texts)
 
 
+@pytest.mark.integration
 def test_filters_pii_and_token_lengths(tmp_path):
     src = tmp_path / "in.jsonl"
     rows = [{"text": "ok"}, {"text": "Email me at a.b@example.com or call +44 20 7946 0958 today please"},
@@ -141,6 +151,7 @@ def test_filters_pii_and_token_lengths(tmp_path):
     assert rep["examples"]["too_many_tokens"][0]["where"] == f"{src}:3"
 
 
+@pytest.mark.integration
 def test_language_filter_drops_other_languages(tmp_path):
     pytest.importorskip("py3langid")
     src = tmp_path / "lang.jsonl"
@@ -152,6 +163,7 @@ def test_language_filter_drops_other_languages(tmp_path):
     assert rep["kept"] == 1 and rep["dropped_by_reason"] == {"language": 2}
 
 
+@pytest.mark.integration
 def test_split_is_deterministic_by_seed(tmp_path):
     src = tmp_path / "many.jsonl"
     src.write_text("".join(json.dumps({"text": f"record number {i} about topic {i * 7 % 13}"}) + "\n"
@@ -164,6 +176,7 @@ def test_split_is_deterministic_by_seed(tmp_path):
     assert [len((a / f"{s}.jsonl").read_text().splitlines()) for s in ("train", "validation", "test")] == [42, 12, 6]
 
 
+@pytest.mark.integration
 def test_near_dups_reported_as_clusters(tmp_path):
     rep = _report(_prep(tmp_path, [FIX / "planted_dups.jsonl"], validation_fraction=0, test_fraction=0))
     assert rep["dropped_by_reason"] == {"duplicate_exact": 3, "duplicate_near": 3}
@@ -171,6 +184,7 @@ def test_near_dups_reported_as_clusters(tmp_path):
     assert rep["examples"]["duplicate_near"][0]["detail"].startswith("duplicate of ")
 
 
+@pytest.mark.unit
 def test_report_invariant_is_checked():
     r = Report(read=3, kept=1)
     r.drop("too_short", "x:1")
@@ -180,6 +194,7 @@ def test_report_invariant_is_checked():
     r.check()
 
 
+@pytest.mark.unit
 def test_config_validation_and_yaml():
     cfg = build(PrepareConfig, ROOT / "configs" / "data-prepare.yaml", {"inputs": ["x"]}, ["redact_pii=true"])
     assert cfg.redact_pii is True and cfg.near_threshold == 0.8
@@ -198,6 +213,7 @@ def _cli(*args, cwd=None):
                           env=env, cwd=cwd or ROOT, timeout=120)
 
 
+@pytest.mark.integration
 def test_cli_prepare_and_errors(tmp_path):
     out = tmp_path / "cli-ds"
     r = _cli("data", "prepare", "-i", str(FIX / "alpaca.jsonl"), "-o", str(out), "-c",
@@ -211,6 +227,7 @@ def test_cli_prepare_and_errors(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.unit
 def test_help_imports_nothing_heavy():
     code = ("import sys; import lifecycle.cli; "
             "heavy = [m for m in ('torch', 'transformers', 'datasets', 'ray', 'datasketch', 'trafilatura', "
@@ -219,6 +236,7 @@ def test_help_imports_nothing_heavy():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.integration
 def test_cli_collect_counts_failures(tmp_path):
     out = tmp_path / "raw.jsonl"
     r = _cli("data", "collect", "-i", str(FIX / "alpaca.jsonl"), "-i", str(FIX / "text.txt"), "-o", str(out))
@@ -228,6 +246,7 @@ def test_cli_collect_counts_failures(tmp_path):
     assert "1 failed (read = 13)" in r.stdout and "alpaca.jsonl:6: not valid JSON" in r.stdout
 
 
+@pytest.mark.integration
 def test_builtin_tokenizer_counts_tokens(tmp_path):
     rep = _report(_prep(tmp_path, [FIX / "alpaca.jsonl"], tokenizer="tiny-arith", validation_fraction=0,
                         test_fraction=0))

@@ -10,6 +10,8 @@ from lifecycle.artifact import Artifact
 from lifecycle.data import label
 from lifecycle.data.prepare import PrepareConfig, run
 
+pytestmark = pytest.mark.integration
+
 FIX = Path(__file__).parent / "fixtures" / "data"
 
 
@@ -18,7 +20,6 @@ def _prepared(tmp_path, fixture):
     return run(cfg, tmp_path / Path(fixture).stem)
 
 
-@pytest.mark.slow
 def test_sft_trains_on_a_prepared_dataset(tmp_path, base_artifact, torch_one_thread):
     from lifecycle.train import sft
 
@@ -29,7 +30,6 @@ def test_sft_trains_on_a_prepared_dataset(tmp_path, base_artifact, torch_one_thr
     assert art.metrics["examples"] == 7
 
 
-@pytest.mark.slow
 def test_dpo_trains_on_prepared_and_human_pairs(tmp_path, sft_adapter, torch_one_thread):
     from lifecycle.align import dpo
 

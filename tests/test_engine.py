@@ -6,6 +6,7 @@ from lifecycle.engine import SamplingParams, engine_class, register_engine, regi
 from lifecycle.errors import UserError
 
 
+@pytest.mark.unit
 def test_registry_refuses_double_registration_and_unknown_formats():
     assert registered_engines()["hf"] == "lifecycle.engines.hf:HFEngine"
     with pytest.raises(ValueError, match="already registered"):
@@ -14,11 +15,13 @@ def test_registry_refuses_double_registration_and_unknown_formats():
         engine_class("nope")
 
 
+@pytest.mark.unit
 def test_every_registered_engine_imports():
     for name in registered_engines():
         assert engine_class(name).__name__
 
 
+@pytest.mark.integration
 def test_generate_raw_greedy_adds(hf_engine):
     outs = hf_engine.generate(["12+34=", "50+7="], SamplingParams(max_tokens=4, stop=["\n"]))
     assert [o.text for o in outs] == ["46", "57"]
@@ -27,11 +30,13 @@ def test_generate_raw_greedy_adds(hf_engine):
     assert 1 <= outs[0].completion_tokens <= 4
 
 
+@pytest.mark.integration
 def test_generate_length_finish_and_token_count(hf_engine):
     [out] = hf_engine.generate(["reverse abc = "], SamplingParams(max_tokens=2))
     assert out.finish_reason == "length" and out.completion_tokens == 2
 
 
+@pytest.mark.integration
 def test_generate_chat_prompt_uses_template(hf_engine):
     chat = [{"role": "user", "content": "Reverse abcd."}]
     rendered = hf_engine.apply_chat_template(chat)
@@ -41,6 +46,7 @@ def test_generate_chat_prompt_uses_template(hf_engine):
     assert "<|im_end|>" not in out.text
 
 
+@pytest.mark.integration
 def test_stream_matches_generate(hf_engine):
     params = SamplingParams(max_tokens=12)
     for prompt in ["12+34=", [{"role": "user", "content": "How long is abcde?"}]]:
@@ -51,6 +57,7 @@ def test_stream_matches_generate(hf_engine):
         assert all(e.finish_reason is None for e in events[:-1])
 
 
+@pytest.mark.integration
 def test_stream_stop_string_is_not_emitted(hf_engine):
     params = SamplingParams(max_tokens=12, stop=["\n"])
     events = list(hf_engine.stream("12+34=", params))
@@ -58,6 +65,7 @@ def test_stream_stop_string_is_not_emitted(hf_engine):
     assert events[-1].finish_reason == "stop"
 
 
+@pytest.mark.integration
 def test_sampling_is_reproducible_with_seed(hf_engine):
     params = SamplingParams(max_tokens=10, temperature=1.5, top_p=0.95, seed=7)
     a = hf_engine.generate(["reverse ab = "] * 3, params)
@@ -65,6 +73,7 @@ def test_sampling_is_reproducible_with_seed(hf_engine):
     assert [o.text for o in a] == [o.text for o in b]
 
 
+@pytest.mark.integration
 def test_score_prefers_the_right_sum(hf_engine):
     right, wrong = hf_engine.score([("12+34=", "46"), ("12+34=", "47")])
     assert right.num_tokens == 2 and wrong.num_tokens == 2
@@ -73,6 +82,7 @@ def test_score_prefers_the_right_sum(hf_engine):
     assert right.logprob <= 0
 
 
+@pytest.mark.integration
 def test_score_is_batch_invariant(hf_engine):
     alone = hf_engine.score([("7+8=", "15")])[0]
     batched = hf_engine.score([("reverse abcdef = ", "fedcba"), ("7+8=", "15")])[1]
@@ -81,16 +91,19 @@ def test_score_is_batch_invariant(hf_engine):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"max_tokens": 0}, "max_tokens"), ({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p")])
+@pytest.mark.unit
 def test_bad_sampling_params(kwargs, message):
     with pytest.raises(UserError, match=message):
         SamplingParams(**kwargs)
 
 
+@pytest.mark.integration
 def test_prompt_over_context_is_refused(hf_engine):
     with pytest.raises(UserError, match="exceeds the context length"):
         hf_engine.generate(["1+1=" * 100], SamplingParams(max_tokens=8))
 
 
+@pytest.mark.integration
 def test_load_engine_refuses_an_option_the_engine_does_not_take(base_artifact):
     """Loaders used to swallow unknown options (`**_`): a typo'd option now names what the engine takes."""
     from lifecycle.engine import load_engine
@@ -99,6 +112,7 @@ def test_load_engine_refuses_an_option_the_engine_does_not_take(base_artifact):
         load_engine(base_artifact, context_lenght=64)
 
 
+@pytest.mark.unit
 def test_every_engine_declares_the_interface_callers_use():
     import inspect
 

@@ -115,6 +115,7 @@ def serve(hf_engine):
         srv.server_close()
 
 
+@pytest.mark.integration
 def test_endpoint_engine_matches_local_engine(serve, hf_engine):
     ep = EndpointEngine(serve())
     assert ep.model == "tiny-arith"
@@ -130,6 +131,7 @@ def test_endpoint_engine_matches_local_engine(serve, hf_engine):
     assert streamed[-1].finish_reason == "stop"
 
 
+@pytest.mark.integration
 def test_same_tasks_same_metrics_through_endpoint(serve, hf_engine):
     tasks = resolve_tasks(TASKS)
     local = flatten(run_tasks(tasks, hf_engine))
@@ -139,6 +141,7 @@ def test_same_tasks_same_metrics_through_endpoint(serve, hf_engine):
         assert remote[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.integration
 def test_eval_cli_path_with_endpoint_and_gates(serve, tmp_path):
     gates = tmp_path / "g.yaml"
     gates.write_text("gates:\n  - addition-raw/exact_match >= 0.95\n  - harmful_rate <= 0.02\n")
@@ -146,6 +149,7 @@ def test_eval_cli_path_with_endpoint_and_gates(serve, tmp_path):
     assert rep["model"]["endpoint"].endswith("/v1") and rep["passed"] is True
 
 
+@pytest.mark.integration
 def test_endpoint_without_logprobs_is_a_clear_error(serve):
     ep = EndpointEngine(serve(logprobs=False))
     assert ep.generate(["12+34="], SamplingParams(max_tokens=3, stop=["\n"]))[0].text == "46"
@@ -153,11 +157,13 @@ def test_endpoint_without_logprobs_is_a_clear_error(serve):
         ep.score([("12+34=", "46")])
 
 
+@pytest.mark.unit
 def test_unreachable_endpoint():
     with pytest.raises(UserError, match="cannot reach endpoint"):
         EndpointEngine("http://127.0.0.1:9", timeout=2)
 
 
+@pytest.mark.integration
 def test_judge_endpoint_checks_both_orders(serve):
     # a judge that always says "A" prefers whichever reply is shown first: position bias -> a tie
     biased = EndpointJudge(serve(fixed_reply="A"))

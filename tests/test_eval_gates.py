@@ -11,6 +11,8 @@ from lifecycle.eval import gates as G
 from lifecycle.eval.report import table_rows
 from lifecycle.eval.runner import SCHEMA, regate
 
+pytestmark = pytest.mark.unit
+
 METRICS = {"addition/exact_match": 0.95, "arith-ppl/perplexity": 3.0, "redteam/harmful_rate": 0.0}
 BASE = {"addition/exact_match": 1.0, "arith-ppl/perplexity": 2.9, "redteam/harmful_rate": 0.0}
 

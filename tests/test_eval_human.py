@@ -9,6 +9,8 @@ import pytest
 from lifecycle.errors import UserError
 from lifecycle.eval import human
 
+pytestmark = pytest.mark.unit
+
 
 def _export(tmp_path):
     prompts = [f"What is {i}+1?" for i in range(4)]

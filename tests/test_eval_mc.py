@@ -29,6 +29,7 @@ class LetterEngine(Engine):
         return [Score(0.0 if cont.strip() == self.pick(ctx) else -5.0, 1, True) for ctx, cont in requests]
 
 
+@pytest.mark.unit
 def test_read_mmlu_layout():
     items = mc.read_mmlu(FIX / "mmlu", "test")
     assert [it["subject"] for it in items] == ["abstract_algebra"] * 3 + ["astronomy"] * 2
@@ -42,6 +43,7 @@ def test_read_mmlu_layout():
         mc.read_mmlu(FIX / "cmmlu", "test")
 
 
+@pytest.mark.unit
 def test_read_cmmlu_layout():
     items = mc.read_cmmlu(FIX / "cmmlu", "test")
     assert [it["subject"] for it in items] == ["agronomy"] * 3 + ["anatomy"] * 2
@@ -49,6 +51,7 @@ def test_read_cmmlu_layout():
     assert items[3]["choices"] == ["35℃", "37℃", "39℃", "41℃"] and items[3]["answer"] == 1
 
 
+@pytest.mark.unit
 def test_mmlu_prompt_few_shot():
     dev = mc.read_mmlu(FIX / "mmlu", "dev")
     item = mc.read_mmlu(FIX / "mmlu", "test")[0]
@@ -60,6 +63,7 @@ def test_mmlu_prompt_few_shot():
     assert [c for _, c in reqs] == [" A", " B", " C", " D"]
 
 
+@pytest.mark.unit
 def test_mc_accuracy_per_subject_mmlu_and_cmmlu():
     # the stand-in answers "B" everywhere: MMLU test answers are B,C,B | A,A -> 2/3 and 0/2
     task = resolve_tasks([f"mmlu:{FIX / 'mmlu'}"])[0]
@@ -76,12 +80,14 @@ def test_mc_accuracy_per_subject_mmlu_and_cmmlu():
     assert r["accuracy"] == pytest.approx(3 / 5)
 
 
+@pytest.mark.unit
 def test_cmmlu_uses_chinese_prompt():
     item = mc.read_cmmlu(FIX / "cmmlu", "test")[0]
     ctx = mc.requests_for(item, [], "letter", "zh")[0][0]
     assert ctx.startswith("以下是关于agronomy的单项选择题") and ctx.endswith("答案：")
 
 
+@pytest.mark.unit
 def test_jsonl_mc_validation(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"question": "q", "choices": ["x", "y"], "answer": "C"}\n')
     task = Task("t", "mc", {"data": "d.jsonl", "mode": "text"}, tmp_path)
@@ -89,6 +95,7 @@ def test_jsonl_mc_validation(tmp_path):
         mc.run(task, LetterEngine(lambda c: "x"), None)
 
 
+@pytest.mark.integration
 def test_builtin_tiny_mc_on_tiny_arith(hf_engine):
     task = load_task(BUILTIN_DIR / "tiny-mc.yaml")
     r = mc.run(task, hf_engine, None)["metrics"]

@@ -7,6 +7,8 @@ import pytest
 from lifecycle.errors import UserError
 from lifecycle.eval import ifeval, metrics as M, preference, retrieval, safety
 
+pytestmark = pytest.mark.unit
+
 
 def test_normalize_and_exact_match():
     assert M.normalize("  The answer is: 46. ") == "answer is 46"

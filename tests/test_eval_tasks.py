@@ -46,6 +46,7 @@ def noisy(tmp_path_factory, base_artifact, torch_one_thread):
             "mild": _noisy_copy(base_artifact, root / "mild", 0.05)}
 
 
+@pytest.mark.integration
 def test_builtin_tasks_on_tiny_arith(hf_engine):
     results = run_tasks(resolve_tasks(None), hf_engine)
     assert list(results) == DEFAULT_TASKS
@@ -61,6 +62,7 @@ def test_builtin_tasks_on_tiny_arith(hf_engine):
     assert all(isinstance(v, (int, float)) for v in m.values())
 
 
+@pytest.mark.integration
 def test_classification_task_score_and_generate(hf_engine):
     task = load_task(FIX / "small-sums.yaml")
     r = classify.run(task, hf_engine, None)["metrics"]
@@ -70,6 +72,7 @@ def test_classification_task_score_and_generate(hf_engine):
     assert g["accuracy"] >= 0.9 and g["auc"] is None
 
 
+@pytest.mark.unit
 def test_label_from_reply():
     verbal = {"pos": "yes", "neg": "no"}
     assert classify.label_from_reply("Yes, it is.", verbal) == "pos"
@@ -77,6 +80,7 @@ def test_label_from_reply():
     assert classify.label_from_reply("maybe", verbal) == classify.NO_LABEL
 
 
+@pytest.mark.unit
 def test_task_file_errors(tmp_path):
     bad_type = tmp_path / "t.yaml"
     bad_type.write_text("type: essay\ndata: d.jsonl\n")
@@ -95,6 +99,7 @@ def test_task_file_errors(tmp_path):
         resolve_tasks(["addition,addition"])
 
 
+@pytest.mark.integration
 def test_user_task_without_code(tmp_path, hf_engine):
     (tmp_path / "d.jsonl").write_text("".join(json.dumps({"p": f"{a}+{a}=", "reference": str(2 * a)}) + "\n"
                                               for a in (11, 23, 31)))
@@ -106,6 +111,7 @@ def test_user_task_without_code(tmp_path, hf_engine):
     assert r["bleu"] == 0.0  # corpus BLEU needs 4-grams: one-token answers score 0 even when exact
 
 
+@pytest.mark.integration
 def test_report_shape_and_relative_gates(base_artifact, noisy, tmp_path):
     tasks = ["addition-raw", "arith-ppl", "tiny-mc", "sum-retrieval", "style"]
     gates = tmp_path / "g.yaml"
@@ -131,6 +137,7 @@ def _cli(*args):
                           timeout=300, env=env, cwd=ROOT)  # the config names configs/ relative to the repo
 
 
+@pytest.mark.integration
 def test_gate_passes_original_and_fails_degraded_cli(base_artifact, noisy, tmp_path):
     ok = _cli("-c", "configs/eval-regression.yaml", "--set", f"model={base_artifact.path}",
               "--set", f"output={tmp_path / 'ok.json'}")
@@ -150,6 +157,7 @@ def test_gate_passes_original_and_fails_degraded_cli(base_artifact, noisy, tmp_p
     assert any(g["reason"] == "metric missing" for g in report["gates"])
 
 
+@pytest.mark.integration
 def test_human_export_import_cli(base_artifact, noisy, tmp_path):
     from typer.testing import CliRunner
 

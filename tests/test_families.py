@@ -10,6 +10,8 @@ import pytest
 
 import families as F
 
+pytestmark = pytest.mark.integration
+
 CHAT = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]
 VOCAB_OF = {"qwen2": "qwen2", "llama3": "llama-bpe", "mistral": "llama-spm", "phi3": "phi-3"}
 

@@ -18,6 +18,8 @@ import pytest
 
 from lifecycle.artifact import Artifact
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parents[1]
 CHAT_DATA = ROOT / "examples" / "chat"
 FAMILIES = ("qwen2", "llama3", "mistral", "phi3")

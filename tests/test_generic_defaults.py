@@ -57,6 +57,7 @@ def _noisy(engine, scale=0.02):
 
 
 # ---- the set itself ----------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_generic_set_is_seeded_split_and_multilingual():
     assert generic_texts(40, seed=3) == generic_texts(40, seed=3) != generic_texts(40, seed=4)
     assert generic_chats(40, seed=3) == generic_chats(40, seed=3) != generic_chats(40, seed=4)
@@ -76,6 +77,7 @@ def test_generic_set_is_seeded_split_and_multilingual():
     assert {r["kind"] for r in records("texts")} >= {"fact", "howto", "dialogue", "code", "numbers"}
 
 
+@pytest.mark.integration
 def test_task_profile_picks_the_set(base_artifact, generic_ckpt):
     from lifecycle.models import task_profile
     from perf.prompts import choose_kind
@@ -89,6 +91,7 @@ def test_task_profile_picks_the_set(base_artifact, generic_ckpt):
 
 
 # ---- quantization: parity and GPTQ calibration ---------------------------------------------------------------
+@pytest.mark.integration
 def test_parity_on_a_generic_model_reports_nll_not_exact_match(generic_engine, tmp_path):
     from lifecycle.data.generic import GenericProbes
     from quantize.parity import compare
@@ -117,6 +120,7 @@ def test_parity_on_a_generic_model_reports_nll_not_exact_match(generic_engine, t
     assert own["parity_set"] == str(f) and own["parent_nll_per_token"] == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.integration
 def test_parity_keeps_sums_and_exact_match_for_the_demo(hf_engine):
     from quantize.parity import compare
 
@@ -127,6 +131,7 @@ def test_parity_keeps_sums_and_exact_match_for_the_demo(hf_engine):
     assert forced["parity_set"] == "generic" and "exact_match" not in forced
 
 
+@pytest.mark.integration
 def test_quantize_driver_on_a_generic_model(generic_ckpt, tmp_path):
     from lifecycle.artifact import Artifact
     from quantize.driver import quantize
@@ -139,6 +144,7 @@ def test_quantize_driver_on_a_generic_model(generic_ckpt, tmp_path):
         quantize(generic_ckpt.path, "int8", tmp_path / "x", ["parity_texts=nowhere.jsonl"])
 
 
+@pytest.mark.integration
 def test_gptq_calibration_follows_the_profile(generic_engine):
     from quantize.gptq import Options, calibration_texts
 
@@ -155,6 +161,7 @@ def test_gptq_calibration_follows_the_profile(generic_engine):
 
 
 # ---- serving: bench prompts, Locust prompts, the deploy smoke test ------------------------------------------
+@pytest.mark.integration
 def test_bench_prompt_sets(monkeypatch, base_artifact, generic_ckpt):
     from perf.bench import runner
     from perf.prompts import prompt_set
@@ -206,6 +213,7 @@ class _Recorder:
         return self.engine.stream(prompt, params)
 
 
+@pytest.mark.integration
 def test_locust_sends_generic_prompts_to_an_unknown_model(tmp_path):
     from perf.loadtest.run import prompt_set_for, run_loadtest
     from serve.app import build_app
@@ -228,6 +236,7 @@ def test_locust_sends_generic_prompts_to_an_unknown_model(tmp_path):
     assert any(t in known for t in texts)
 
 
+@pytest.mark.integration
 def test_generic_smoke_test_on_a_real_server(generic_engine, hf_engine):
     from lifecycle.release.deploy import smoke_test
     from serve.app import build_app
@@ -245,6 +254,7 @@ def test_generic_smoke_test_on_a_real_server(generic_engine, hf_engine):
     assert not missing["ok"] and missing["status"] == 404
 
 
+@pytest.mark.integration
 def test_deploy_run_on_a_generic_model(generic_ckpt, tmp_path):
     from lifecycle.release.deploy import run
 
@@ -259,6 +269,7 @@ def test_deploy_run_on_a_generic_model(generic_ckpt, tmp_path):
 
 
 # ---- eval tasks -----------------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_generic_eval_tasks_through_the_cli(tmp_path):
     from typer.testing import CliRunner
 

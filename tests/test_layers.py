@@ -1,7 +1,11 @@
 """The layers point one way (shared/ARCHITECTURE.md, docs/architecture.md): checked on the import graph,
 function-level imports included, so a lazy import cannot hide a cycle or a layer breach."""
 
+import pytest
+
 from lifecycle.release.codegraph import import_cycles, module_graph
+
+pytestmark = pytest.mark.unit
 
 # layer -> module prefixes it must never import
 FORBIDDEN = {

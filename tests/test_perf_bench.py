@@ -13,6 +13,7 @@ from perf.bench import metrics as M
 from perf.prompts import prompt_set
 
 
+@pytest.mark.unit
 def test_tpot_ttft_itl_from_known_timings():
     r = M.RequestRecord(chunk_times=[0.1, 0.2, 0.35], e2e=0.4, output_tokens=4)
     assert r.ttft == 0.1
@@ -21,6 +22,7 @@ def test_tpot_ttft_itl_from_known_timings():
     assert M.RequestRecord(chunk_times=[0.1], e2e=0.1, output_tokens=1).tpot is None
 
 
+@pytest.mark.unit
 def test_percentiles_match_numpy_and_are_ordered():
     np = pytest.importorskip("numpy")
     vals = [0.013, 0.2, 0.05, 0.4, 0.07, 0.09, 1.5, 0.011]
@@ -31,6 +33,7 @@ def test_percentiles_match_numpy_and_are_ordered():
     assert d["mean_ms"] == pytest.approx(1000 * sum(vals) / len(vals))
 
 
+@pytest.mark.unit
 def test_summarize_throughput_errors_goodput():
     recs = [M.RequestRecord([0.05, 0.1], 0.2, 5), M.RequestRecord([0.3, 0.4], 0.9, 5),
             M.RequestRecord(error="HTTP 500: boom")]
@@ -43,6 +46,7 @@ def test_summarize_throughput_errors_goodput():
         M.parse_slo("p95=3")
 
 
+@pytest.mark.integration
 def test_client_on_a_fake_stream_with_known_delays():
     """The real client against an SSE stream whose chunks arrive 50 ms apart."""
     from aiohttp import web
@@ -84,6 +88,7 @@ def test_client_on_a_fake_stream_with_known_delays():
         assert r.tpot == pytest.approx((r.e2e - r.ttft) / 5)
 
 
+@pytest.mark.unit
 def test_prompt_set_is_seeded_and_sized(tmp_path):
     a, b = prompt_set(8, 30, 12, seed=1), prompt_set(8, 30, 12, seed=1)
     assert a == b and a != prompt_set(8, 30, 12, seed=2)
@@ -99,6 +104,7 @@ def test_prompt_set_is_seeded_and_sized(tmp_path):
         prompt_set(2, path=f)
 
 
+@pytest.mark.unit
 def test_memory_sampler_sums_a_child_process_tree():
     """A child that starts a grandchild holding ~60 MB: the tree's RSS includes the grandchild."""
     import psutil
@@ -131,6 +137,7 @@ def test_memory_sampler_sums_a_child_process_tree():
         child.wait()
 
 
+@pytest.mark.unit
 def test_bandwidth_and_weight_bytes(base_artifact):
     from perf.bench.limits import achieved_gbs, memory_bandwidth_gbs, weight_bytes
 
@@ -140,6 +147,7 @@ def test_bandwidth_and_weight_bytes(base_artifact):
     assert achieved_gbs(w, 100.0) == pytest.approx(w * 100 / 1e9)
 
 
+@pytest.mark.unit
 def test_only_local_endpoints_and_config_checks():
     from perf.bench.runner import BenchConfig
     from perf.endpoint import check_local
@@ -169,6 +177,7 @@ def _fake_result(tmp_path):
             "settings": {"concurrency": [1, 4]}, "targets": targets}
 
 
+@pytest.mark.unit
 def test_report_table_and_plots(tmp_path):
     from perf.bench.report import table, write_outputs
 
@@ -182,6 +191,7 @@ def test_report_table_and_plots(tmp_path):
     assert json.loads(paths[0].read_text())["targets"][1]["label"] == "b"
 
 
+@pytest.mark.unit
 def test_example_config_loads():
     from pathlib import Path
 

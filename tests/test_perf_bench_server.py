@@ -34,6 +34,7 @@ def mock_endpoint():
         yield srv
 
 
+@pytest.mark.integration
 def test_bench_artifact_starts_measures_and_stops(tmp_path):
     import psutil
 
@@ -60,6 +61,7 @@ def test_bench_artifact_starts_measures_and_stops(tmp_path):
     assert all(p.is_file() for p in paths)
 
 
+@pytest.mark.integration
 def test_bench_endpoint_through_the_cli(tmp_path, mock_endpoint):
     from typer.testing import CliRunner
 
@@ -81,6 +83,7 @@ def test_bench_endpoint_through_the_cli(tmp_path, mock_endpoint):
     assert (tmp_path / "e-latency.png").is_file() and (tmp_path / "e.md").is_file()
 
 
+@pytest.mark.unit
 def test_bench_refuses_a_remote_endpoint(tmp_path):
     from typer.testing import CliRunner
 

@@ -26,6 +26,7 @@ def _entry(name, method, times, fails=0):
             "response_times": hist, "start_time": 100.0, "last_request_timestamp": 110.0}
 
 
+@pytest.mark.unit
 def test_summary_percentiles_and_slo_rules():
     entries = [_entry("/v1/models", "GET", [500]), _entry("chat", "POST", [10, 20, 30, 40], fails=1),
                _entry("completion", "POST", [50, 60, 70, 80, 90, 100]), _entry("TTFT stream chat", "TTFT", [5, 7])]
@@ -40,6 +41,7 @@ def test_summary_percentiles_and_slo_rules():
     assert hist_percentile({}, 50) is None
 
 
+@pytest.mark.unit
 def test_argument_checks():
     assert parse_duration("60s") == 60 and parse_duration("1m30s") == 90 and parse_duration("5") == 5
     for bad in ("2d", "", "0s", "2h"):
@@ -64,6 +66,7 @@ def _served_requests(url: str) -> int:
 
 
 @needs_locust
+@pytest.mark.integration
 def test_short_locust_run_counts_match_the_server(tmp_path):
     from perf.loadtest.run import run_loadtest, write_summary
 
@@ -84,6 +87,7 @@ def test_short_locust_run_counts_match_the_server(tmp_path):
 
 
 @needs_locust
+@pytest.mark.integration
 def test_slo_breach_on_a_slow_server_exits_nonzero(tmp_path):
     from typer.testing import CliRunner
 
@@ -101,6 +105,7 @@ def test_slo_breach_on_a_slow_server_exits_nonzero(tmp_path):
     assert [c["passed"] for c in summary["slo"]] == [True, False]
 
 
+@pytest.mark.unit
 def test_loadtest_refuses_remote_and_unbounded(tmp_path):
     from perf.loadtest.run import run_loadtest
 

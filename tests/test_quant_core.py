@@ -18,6 +18,7 @@ HEAVY = ("torch", "transformers", "llama_cpp", "onnxruntime", "onnxruntime_genai
          "bitsandbytes", "gguf", "conversion")
 
 
+@pytest.mark.unit
 def test_every_format_has_an_engine_and_options():
     engines = registered_engines()
     for name, spec in FORMATS.items():
@@ -30,11 +31,13 @@ def test_every_format_has_an_engine_and_options():
         assert hasattr(importlib.import_module(module), cls)
 
 
+@pytest.mark.unit
 def test_unknown_format_lists_known_ones():
     with pytest.raises(UserError, match="known: gguf-f16, .*int8"):
         format_spec("awq")
 
 
+@pytest.mark.unit
 def test_quantize_help_imports_no_heavy_library():
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom lifecycle.cli import app\n"
             "r = CliRunner().invoke(app, ['quantize', '--help'])\nassert r.exit_code == 0, r.output\n"
@@ -45,6 +48,7 @@ def test_quantize_help_imports_no_heavy_library():
     assert "LOADED []" in out.stdout
 
 
+@pytest.mark.unit
 def test_cli_unknown_format_is_one_line():
     out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "quantize", "--format", "awq"], capture_output=True,
                          text=True, timeout=120)
@@ -52,6 +56,7 @@ def test_cli_unknown_format_is_one_line():
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.integration
 def test_refuses_a_non_hf_parent(sft_adapter, tmp_path):
     from quantize.driver import quantize
 
@@ -63,6 +68,7 @@ def test_refuses_a_non_hf_parent(sft_adapter, tmp_path):
 
 @pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "conversion")),
                     reason=install_hint("llama_cpp"))
+@pytest.mark.integration
 def test_cli_end_to_end_prints_parity_table(tmp_path):
     out = subprocess.run([sys.executable, "-m", "lifecycle.cli", "quantize", "--model", "tiny-arith", "--format",
                           "gguf-q4_0", "--output", str(tmp_path / "q4"), "--set", "eval_items=10",
@@ -75,6 +81,7 @@ def test_cli_end_to_end_prints_parity_table(tmp_path):
     assert Artifact.load(tmp_path / "q4").metrics["eval_items"] == 10
 
 
+@pytest.mark.unit
 def test_builtin_shapes_fit_every_quantized_runtime(base_artifact):
     """The built-in base is shaped for the quantized runtimes: onnxruntime's CPU attention needs a head size
     that is a multiple of 16, and bitsandbytes' CPU NF4 (blocks of 64), GGUF Q8_0/Q4_0 (32) and ORT

@@ -20,9 +20,9 @@ from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
 from lifecycle.extras import install_hint
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("llama_cpp", "conversion", "gguf")),
-    reason=install_hint("llama_cpp"))
+    reason=install_hint("llama_cpp"))]
 NAMES = ["gguf-f16", "gguf-q8_0", "gguf-q4_0", "gguf-q4_k_m"]
 FLOORS = {"gguf-f16": (0.99, 0.95, 0.02, 0.01), "gguf-q8_0": (0.97, 0.85, 0.05, 0.02),
           "gguf-q4_0": (0.85, 0.5, 0.10, 0.05), "gguf-q4_k_m": (0.85, 0.5, 0.10, 0.05)}

@@ -15,8 +15,8 @@ from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
 from lifecycle.extras import install_hint
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None,
-                                reason=install_hint("gptqmodel"))
+pytestmark = [pytest.mark.integration, pytest.mark.skipif(importlib.util.find_spec("gptqmodel") is None,
+                                                         reason=install_hint("gptqmodel"))]
 
 
 @pytest.fixture(scope="session")

@@ -22,8 +22,9 @@ from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
 from lifecycle.extras import install_hint
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("onnxruntime_genai") is None or importlib.util.find_spec("onnx") is None,
-                                reason=install_hint("onnxruntime_genai"))
+pytestmark = [pytest.mark.integration,
+              pytest.mark.skipif(importlib.util.find_spec("onnxruntime_genai") is None or importlib.util.find_spec("onnx") is None,
+                                 reason=install_hint("onnxruntime_genai"))]
 NAMES = ["onnx", "onnx-int8", "onnx-int4"]
 SETS = ["eval_items=40", "parity_prompts=16", "threads=1"]
 FLOORS = {  # top-1, max mean KL, greedy, max raw exact-match drop

@@ -22,6 +22,8 @@ from lifecycle.engine import SamplingParams, load_engine
 from lifecycle.errors import UserError
 from lifecycle.extras import install_hint
 
+pytestmark = pytest.mark.integration
+
 NEEDS = {"int8": "torchao", "fp8": "torchao", "int4": "bitsandbytes"}
 FLOORS = {  # top1, greedy, max raw-EM drop, max KL
     "int8": (0.98, 0.95, 0.05, 0.01),

@@ -1,6 +1,10 @@
 """The code part of ship's cache keys: the project modules a stage can import, found by reading imports."""
 
+import pytest
+
 from lifecycle.release.codegraph import ROOT, closure, direct_imports, module_file
+
+pytestmark = pytest.mark.unit
 
 
 def _rel(files):

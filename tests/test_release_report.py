@@ -24,6 +24,8 @@ from lifecycle.artifact import sha256_file
 from lifecycle.errors import UserError
 from lifecycle.release import card, releases, report
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 # name -> (format, runtime, size bytes, parent, parity, eval)
 ARTIFACTS = {

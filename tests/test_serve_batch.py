@@ -18,6 +18,8 @@ from lifecycle.engine import SamplingParams
 from lifecycle.errors import UserError
 from serve.batch import run_batch
 
+pytestmark = pytest.mark.integration
+
 LINES = [
     {"id": "a", "messages": [{"role": "user", "content": "What is 2+3?"}]},
     {"prompt": "12+34=", "max_tokens": 6},

@@ -21,6 +21,8 @@ from deploy.render import render
 from lifecycle.errors import UserError
 from serve.config import IMPORT_PATH, ServeConfig, serve_config
 
+pytestmark = pytest.mark.unit
+
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 
 

@@ -53,6 +53,7 @@ def _error(resp: httpx.Response, status: int) -> dict:
 
 
 # ---- the happy paths ---------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_chat_matches_in_process_engine(client, hf_engine):
     r = client.chat.completions.create(model="tiny-arith", messages=CHAT, max_tokens=12, temperature=0)
     [ref] = hf_engine.generate([CHAT], SamplingParams(max_tokens=12))
@@ -64,6 +65,7 @@ def test_chat_matches_in_process_engine(client, hf_engine):
     assert r.model == "tiny-arith" and r.object == "chat.completion"
 
 
+@pytest.mark.integration
 def test_chat_stream_equals_non_stream(client):
     kw = dict(model="tiny-arith", messages=CHAT, max_tokens=12, temperature=0)
     full = client.chat.completions.create(**kw).choices[0]
@@ -75,6 +77,7 @@ def test_chat_stream_equals_non_stream(client):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
 
 
+@pytest.mark.integration
 def test_completions_prompt_list_and_n(client):
     r = client.completions.create(model="mock", prompt=["a b c", "d"], max_tokens=3, n=2)
     assert [c.text for c in r.choices] == [" a b c", " a b c", " d d d", " d d d"]
@@ -82,6 +85,7 @@ def test_completions_prompt_list_and_n(client):
     assert r.usage.prompt_tokens == 4 and r.usage.completion_tokens == 12
 
 
+@pytest.mark.integration
 def test_completion_stream_and_stop(client):
     chunks = list(client.completions.create(model="mock", prompt="x y z", max_tokens=6, stream=True))
     assert "".join(c.choices[0].text for c in chunks) == " x y z x y z"
@@ -89,11 +93,13 @@ def test_completion_stream_and_stop(client):
     assert r.choices[0].text == " x y " and r.choices[0].finish_reason == "stop"
 
 
+@pytest.mark.integration
 def test_seed_reproduces_sampling(client):
     kw = dict(model="tiny-arith", prompt="12+34=", max_tokens=8, temperature=1.0, seed=7)
     assert client.completions.create(**kw).choices[0].text == client.completions.create(**kw).choices[0].text
 
 
+@pytest.mark.integration
 def test_models_health_ping(server, client):
     assert sorted(m.id for m in client.models.list().data) == ["mock", "tiny-arith"]
     h = httpx.get(server.url + "/health")
@@ -101,6 +107,7 @@ def test_models_health_ping(server, client):
     assert httpx.get(server.url + "/ping").status_code == 200
 
 
+@pytest.mark.integration
 def test_invocations_container_contract(server):
     chat = httpx.post(server.url + "/invocations", json={"messages": CHAT, "max_tokens": 4, "temperature": 0})
     assert chat.status_code == 200 and chat.json()["object"] == "chat.completion"
@@ -109,6 +116,7 @@ def test_invocations_container_contract(server):
     _error(httpx.post(server.url + "/invocations", content=b"{oops"), 400)
 
 
+@pytest.mark.integration
 def test_batching_merges_concurrent_requests(hf_engine):
     mock = MockEngine(delay_s=0.01)
     backend = LocalBackend({"mock": EngineHost(mock, "mock")}, max_batch_size=8)
@@ -139,6 +147,7 @@ def test_batching_merges_concurrent_requests(hf_engine):
     (b'{"model": "mock", "prompt": "a", "stream": "yes"}', 400, "stream"),
     (b'{"model": "mock", "prompt": "a", "n": 2, "stream": true}', 400, "n"),
 ])
+@pytest.mark.integration
 def test_completion_errors(server, body, status, param):
     err = _error(httpx.post(server.url + "/v1/completions", content=body), status)
     assert err["param"] == param
@@ -149,10 +158,12 @@ def test_completion_errors(server, body, status, param):
     ({"model": "mock", "messages": [{"role": "wizard", "content": "x"}]}, "messages"),
     ({"model": "mock", "messages": "hi"}, "messages"),
 ])
+@pytest.mark.integration
 def test_chat_errors(server, body, param):
     assert _error(httpx.post(server.url + "/v1/chat/completions", json=body), 400)["param"] == param
 
 
+@pytest.mark.integration
 def test_prompt_over_context_length(server, client):
     long = " ".join(["w"] * 70)  # the mock's context is 64 tokens
     with pytest.raises(openai.BadRequestError) as e:
@@ -165,10 +176,12 @@ def test_prompt_over_context_length(server, client):
         client.completions.create(model="mock", prompt=long, max_tokens=1, stream=True)
 
 
+@pytest.mark.integration
 def test_body_size_limit(server):
     _error(httpx.post(server.url + "/v1/completions", json={"model": "mock", "prompt": "a" * 30_000}), 413)
 
 
+@pytest.mark.integration
 def test_engine_failure_is_contained(server, client):
     r = httpx.post(server.url + "/v1/completions", json={"model": "mock", "prompt": "fail", "max_tokens": 2})
     err = _error(r, 500)
@@ -179,6 +192,7 @@ def test_engine_failure_is_contained(server, client):
     assert client.completions.create(model="mock", prompt="ok", max_tokens=1).choices[0].text == " ok"
 
 
+@pytest.mark.integration
 def test_metrics_count_requests_tokens_and_errors(server, client):
     client.completions.create(model="mock", prompt="m", max_tokens=2)
     httpx.post(server.url + "/v1/completions", content=b"{")
@@ -189,6 +203,7 @@ def test_metrics_count_requests_tokens_and_errors(server, client):
     assert 'lifecycle_request_latency_seconds_bucket{le="0.005",route="/v1/completions"}' in text
 
 
+@pytest.mark.integration
 def test_client_disconnect_mid_stream(hf_engine):
     backend = LocalBackend({"slow": EngineHost(MockEngine(delay_s=0.05), "slow", stream_interval_s=0.0)})
     with ServerThread(build_app(backend)) as srv:
@@ -199,6 +214,7 @@ def test_client_disconnect_mid_stream(hf_engine):
         assert ok.status_code == 200
 
 
+@pytest.mark.integration
 def test_request_timeout():
     backend = LocalBackend({"slow": EngineHost(MockEngine(delay_s=0.2), "slow", stream_interval_s=0.0)})
     with ServerThread(build_app(backend, {"request_timeout_s": 0.3})) as srv:
@@ -209,6 +225,7 @@ def test_request_timeout():
 
 
 # ---- auth --------------------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_api_key_from_env_and_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_SERVE_KEY", "sekret-1")
     keys = tmp_path / "keys.txt"
@@ -228,6 +245,7 @@ def test_api_key_from_env_and_file(tmp_path, monkeypatch):
 
 
 # ---- the CLI: `lifecycle serve --engine local`, and a clean exit on SIGTERM ----------------------------
+@pytest.mark.integration
 def test_cli_local_serve_and_clean_shutdown(tmp_path):
     import socket
 
@@ -262,6 +280,7 @@ def test_cli_local_serve_and_clean_shutdown(tmp_path):
         httpx.get(url + "/ping", timeout=2)
 
 
+@pytest.mark.unit
 def test_cli_errors_are_one_line():
     r = subprocess.run([sys.executable, "-m", "lifecycle.cli", "serve", "--engine", "local"],
                        capture_output=True, text=True, timeout=60)

@@ -23,6 +23,8 @@ import httpx
 import openai
 import pytest
 
+pytestmark = pytest.mark.integration
+
 CHAT = [{"role": "user", "content": "What is 12+34?"}]
 STARTUP_S = 150
 

@@ -19,6 +19,8 @@ from serve.config import ServeConfig
 from serve.host import Batcher, EngineHost, parse_model_spec
 from serve.mock import MockEngine
 
+pytestmark = pytest.mark.unit
+
 
 def test_requests_are_strict():
     req = P.validate(P.ChatRequest, {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],

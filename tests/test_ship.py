@@ -59,6 +59,7 @@ def quick(tmp_path_factory):
     return root
 
 
+@pytest.mark.unit
 def test_decide_is_pure_and_scoped():
     gates = {"all": ["addition/exact_match >= 0.9", "bench/errors <= 0"],
              "quantized": ["addition/exact_match >= 97% of baseline"]}
@@ -73,6 +74,7 @@ def test_decide_is_pure_and_scoped():
     assert "metric missing" in failed2[0] and decide(gates, metrics) == (rows2, failed2)
 
 
+@pytest.mark.slow
 def test_first_ship_runs_every_stage_and_records_hashes(quick):
     rel = _release(quick / "r1")
     assert rel["verdict"] == "shipped" and rel["schema"] == "lifecycle.release/1"
@@ -93,6 +95,7 @@ def test_first_ship_runs_every_stage_and_records_hashes(quick):
     assert [p.name for p in quick.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow
 def test_rerun_with_nothing_changed_hits_the_cache_for_every_stage(quick):
     out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r2")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -103,6 +106,7 @@ def test_rerun_with_nothing_changed_hits_the_cache_for_every_stage(quick):
     assert "14/14 stages from the cache" in out.stdout
 
 
+@pytest.mark.slow
 def test_quant_option_change_reruns_only_that_format(quick):
     out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r3",
                 "--set", "formats.int8={eval_items: 20, parity_prompts: 4}")
@@ -110,6 +114,7 @@ def test_quant_option_change_reruns_only_that_format(quick):
     assert _ran(_release(quick / "r3")) == {("quantize", "int8"), ("eval", "int8"), ("bench", "int8")}
 
 
+@pytest.mark.slow
 def test_list_option_reaches_the_format_as_a_list(quick):
     """A list option in a ship config arrives typed (it used to arrive as ["['lm_head'", "'x']"])."""
     out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r-list", "--set", "bench.enabled=false",
@@ -119,6 +124,7 @@ def test_list_option_reaches_the_format_as_a_list(quick):
     assert options["skip_modules"] == ["lm_head", "embed_tokens"]
 
 
+@pytest.mark.slow
 def test_editing_a_module_sft_imports_reruns_sft_and_everything_after(quick, tmp_path):
     """The code part of a key follows the import graph: lifecycle/eval/arith.py is imported by sft (its
     held-out check) but not by data prepare. A copy of the source with that file edited reruns sft and every
@@ -148,6 +154,7 @@ def test_editing_a_module_sft_imports_reruns_sft_and_everything_after(quick, tmp
     assert ("data-sft", None) not in ran and ("data-pref", None) not in ran
 
 
+@pytest.mark.slow
 def test_gate_change_only_redecides_and_refuses(quick):
     out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r4",
                 "--set", "gates.all=[addition/exact_match >= 1.01]")
@@ -164,6 +171,7 @@ def test_gate_change_only_redecides_and_refuses(quick):
     assert "refused" in diff and "1.01" in diff
 
 
+@pytest.mark.slow
 def test_deploy_stage_serves_smoke_tests_and_load_tests(quick):
     """deploy.enabled: the served artifact answers through the OpenAI API and holds the Locust SLOs."""
     out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", "r6", "--set", "deploy.enabled=true",
@@ -182,6 +190,7 @@ def test_deploy_stage_serves_smoke_tests_and_load_tests(quick):
 
 
 @pytest.mark.parametrize("method", ["kto", "grpo"])
+@pytest.mark.slow
 def test_other_align_methods_ship_reusing_data_and_sft(quick, method):
     """Unpaired (KTO) and online (GRPO) alignment run inside ship; data and SFT come from the cache."""
     out = _ship(quick, quick / "home", "--config", "quick.yaml", "-o", f"r-{method}", "--set", f"align.method={method}",
@@ -205,6 +214,7 @@ def test_deploy_stage_on_ray_serve(quick):
     assert dep["loadtest"]["requests"] > 0 and dep["loadtest"]["failures"] == 0
 
 
+@pytest.mark.slow
 def test_damaged_cache_entry_is_rebuilt_not_used(quick, tmp_path):
     rel = _release(quick / "r1")
     [key] = [s["key"] for s in rel["stages"] if (s["stage"], s["target"]) == ("quantize", "gguf-q8_0")]
@@ -220,6 +230,7 @@ def test_damaged_cache_entry_is_rebuilt_not_used(quick, tmp_path):
     Artifact.load(quick / "r5" / "artifacts" / "gguf-q8_0")
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_the_last_completed_stage(tmp_path):
     (tmp_path / "quick.yaml").write_text(QUICK.replace(", int8: {eval_items: 20, parity_prompts: 8}", "")
                                          .replace("bench: {", "bench: {enabled: false, "))
@@ -246,6 +257,7 @@ def test_killed_run_resumes_from_the_last_completed_stage(tmp_path):
     assert not list(cache.glob("*/.*tmp*")) and not list(tmp_path.glob(".rel.tmp-*"))
 
 
+@pytest.mark.unit
 def test_cache_listing_and_prune_spare_recent_entries_and_releases(tmp_path):
     """Pruning goes by last use (a hit touches the entry); files a release links stay on disk."""
     from lifecycle.release.cache import StageCache
@@ -278,6 +290,7 @@ def test_cache_listing_and_prune_spare_recent_entries_and_releases(tmp_path):
     assert cache.entries() == [] and json.loads((tmp_path / "release-copy.json").read_text())["x"]
 
 
+@pytest.mark.integration
 def test_bad_config_is_one_line(tmp_path):
     out = _ship(tmp_path, tmp_path / "home", "--set", "formats=[gguf-q9]")
     assert out.returncode == 2 and "unknown quantization format 'gguf-q9'" in out.stderr
@@ -288,6 +301,7 @@ def test_bad_config_is_one_line(tmp_path):
     assert out.returncode == 2 and "data.sft: missing.jsonl is neither" in out.stderr
 
 
+@pytest.mark.slow
 def test_user_data_file_goes_through_data_prepare(quick):
     """A user's JSONL is prepared (dedup counted, nothing lost silently) and keyed by its sha256."""
     from lifecycle.data.load import write_jsonl

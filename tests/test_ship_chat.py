@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 # Random weights give near-flat distributions whose argmax 4-bit rounding moves easily (0.72-0.74 top-1
 # measured for onnx-int4 on the tiny families): the config's real-model gates are loosened, not dropped.
@@ -31,7 +33,6 @@ def _ship(cwd: Path, home: Path, *args) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=1800, env=env, cwd=cwd)
 
 
-@pytest.mark.slow
 def test_ship_chat_config_on_a_custom_chatml_qwen2(family_checkpoints, tmp_path):
     out = _ship(tmp_path, tmp_path / "home", "--set", f"base={family_checkpoints('qwen2-chatml')}", "-o", "rel")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -49,7 +50,6 @@ def test_ship_chat_config_on_a_custom_chatml_qwen2(family_checkpoints, tmp_path)
     assert "gguf-q4_k_m" in card and "generic-mc" in card
 
 
-@pytest.mark.slow
 def test_ship_chat_on_bf16_llama3_with_deploy(family_checkpoints, tmp_path):
     """Llama-3: no pad token, bf16, 131072 context, three EOS ids, a dated stock template; the release is served
     (GGUF, its own chat template) and smoke-tested through the OpenAI API with a Chinese prompt and a stream."""

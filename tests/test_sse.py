@@ -7,6 +7,8 @@ import pytest
 
 from lifecycle.sse import SSEDecoder, aiter_events, iter_events, parse_events
 
+pytestmark = pytest.mark.unit
+
 A, B = {"choices": [{"delta": {"content": "4"}}]}, {"choices": [{"text": "é中\u2028"}], "usage": None}
 
 

@@ -16,6 +16,8 @@ import pytest
 
 from lifecycle.engine import SamplingParams, byte_fallback_ids, detokenize_stream, first_stop
 
+pytestmark = pytest.mark.integration
+
 TEXTS = ["你好，世界！今天天气很好。", "Ça coûte 12 € à Zürich, naïve façade — déjà vu.", "🦙 llama 👨‍👩‍👧 family 🇫🇷 ok 👍🏽!",
          "数学：12+34=46 ✓\nΕλληνικά и русский", "Hello, world! 2+3=5\n\n  indented ... done?", "é", "🦙", "中"]
 POOL = list("abc xyz 12+=,.!?'\n你好世界中文字符éèçñüßØ€£—…ä") + ["🦙", "😀", "👍🏽", "👨‍👩‍👧", "🇫🇷", "  ", "\n\n"]

@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from lifecycle.data import synth
 
 
+@pytest.mark.integration
 def test_digits_are_single_tokens_and_text_round_trips(hf_engine):
     tok = hf_engine.tok
     for text in ["12+34=46", "reverse abc = cba", "Let me add 7 and 58. The answer is 65."]:
@@ -14,6 +17,7 @@ def test_digits_are_single_tokens_and_text_round_trips(hf_engine):
     assert digits == list("9876543210")
 
 
+@pytest.mark.integration
 def test_chat_template_marks_assistant_tokens_only(hf_engine):
     tok = hf_engine.tok
     chat = [{"role": "user", "content": "What is 1+2?"}, {"role": "assistant", "content": "3"}]
@@ -23,6 +27,7 @@ def test_chat_template_marks_assistant_tokens_only(hf_engine):
     assert tok.apply_chat_template(chat, tokenize=False) == "<s>" + synth.chat_text(chat)
 
 
+@pytest.mark.unit
 def test_builtin_manifest_records_how_it_was_made(base_artifact):
     made = base_artifact.created_by
     assert made["stage"] == "pretrain" and made["command"].startswith("lifecycle pretrain")
@@ -31,6 +36,7 @@ def test_builtin_manifest_records_how_it_was_made(base_artifact):
     assert base_artifact.parent is None
 
 
+@pytest.mark.integration
 def test_model_round_trip_keeps_logits(tmp_path, base_artifact, torch_one_thread):
     torch = torch_one_thread
     from transformers import AutoModelForCausalLM
@@ -49,6 +55,7 @@ def test_model_round_trip_keeps_logits(tmp_path, base_artifact, torch_one_thread
     assert json.loads((tmp_path / "config.json").read_text())["tie_word_embeddings"] is True
 
 
+@pytest.mark.unit
 def test_held_out_pairs_never_reach_training_data():
     import re
 

@@ -7,6 +7,8 @@ import pytest
 from lifecycle.artifact import Artifact
 from lifecycle.errors import UserError
 
+pytestmark = pytest.mark.integration
+
 
 def _history_keys(art: Artifact) -> set:
     log = json.loads((art.path / "train_log.json").read_text())
