@@ -108,6 +108,19 @@ def engine_code(fmt: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return (module, spec.module), spec.dists
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS. glibc keeps freed arenas mapped, so without this
+    one ship process grows by every model a stage loaded and freed, and the next stage starts from there."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
 class PeakRSS:
     """Samples the resident memory of this process and its children while a stage runs (psutil, 5 Hz)."""
 
@@ -181,8 +194,11 @@ class Runner:
     def stage(self, kind: str, name: str, *, config: dict, inputs: dict, build: Callable, target: str | None = None,
               modules: tuple[str, ...] = (), libs: tuple[str, ...] = (), record_as: str | None = None):
         """Run (or reuse) one stage: an Artifact for `artifact` stages, a dict for `json` and `live` ones."""
-        with PeakRSS() as rss:
-            return self._stage(kind, name, config, inputs, build, target, modules, libs, record_as, rss)
+        try:
+            with PeakRSS() as rss:
+                return self._stage(kind, name, config, inputs, build, target, modules, libs, record_as, rss)
+        finally:
+            release_memory()
 
     def _stage(self, kind, name, config, inputs, build, target, modules, libs, record_as, rss):
         spec = STAGES[kind]
