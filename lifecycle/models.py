@@ -52,9 +52,10 @@ def hub_snapshot(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except (LocalEntryNotFoundError, ValueError, OSError):
-        raise UserError(f"model id '{repo_id}' is not in the local Hugging Face cache, and lifecycle never downloads; "
-                        f"fetch it where there is network (`hf download {repo_id}`, then copy ~/.cache/huggingface) "
-                        "or pass the checkpoint folder") from None
+        raise UserError(f"no model or artifact named '{repo_id}': no such folder, built-in or store name, and as a "
+                        "model id it is not in the local Hugging Face cache (lifecycle never downloads; fetch it where "
+                        f"there is network with `hf download {repo_id}` and copy ~/.cache/huggingface, or pass the "
+                        "checkpoint folder)") from None
 
 
 def resolve(spec: str | os.PathLike, verify: bool | str = True) -> Artifact:
