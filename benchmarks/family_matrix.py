@@ -106,7 +106,7 @@ def run_eval(path: Path) -> None:
 def serve_smoke(path: Path, out: Path) -> None:
     from lifecycle.errors import UserError
     from lifecycle.release.deploy import smoke_test
-    from serve.bench.runner import BenchConfig, Server
+    from perf.bench.runner import BenchConfig, Server
 
     server = Server("model", str(path), BenchConfig(models=[str(path)], bandwidth=False, output=""), out)
     try:
@@ -124,7 +124,7 @@ def serve_smoke(path: Path, out: Path) -> None:
 
 def run_bench(path: Path) -> None:
     from lifecycle.errors import UserError
-    from serve.bench.runner import BenchConfig, run
+    from perf.bench.runner import BenchConfig, run
 
     found = run(BenchConfig(models=[str(path)], concurrency=[1, 2], num_prompts=6, bandwidth=False, output=""),
                 progress=lambda m: None)["targets"][0]
