@@ -21,24 +21,41 @@ from lifecycle.artifact import Artifact
 from lifecycle.errors import UserError
 
 Chat = list[dict]
-Prompt = Union[str, Chat]
+Prompt = Union[str, Chat, list[int]]  # raw text, a chat, or token ids (completions only)
+
+
+@dataclass
+class TokenLogprob:
+    """One token's log-probability under the model (before temperature and top_p), with its top alternatives."""
+    token: str  # the token's own text; a partial UTF-8 character decodes to U+FFFD, so use `bytes`
+    token_id: int
+    bytes: list[int]
+    logprob: float | None  # None for a prompt's first token: nothing predicts it
+    top: list["TokenLogprob"] = field(default_factory=list)  # the k most likely tokens at this position
 
 
 @dataclass
 class SamplingParams:
-    max_tokens: int = 64
+    max_tokens: int = 64  # 0 is allowed only with prompt_logprobs (score the prompt, generate nothing)
     temperature: float = 0.0  # 0 means greedy
     top_p: float = 1.0
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    logprobs: int | None = None  # None: none; k >= 0: each generated token's logprob and its top k (k <= 20)
+    prompt_logprobs: int | None = None  # the same for the prompt's tokens (completions `echo`)
+    response_format: dict | None = None  # OpenAI's {"type": "json_object"} or {"type": "json_schema", ...}
 
     def __post_init__(self) -> None:
-        if self.max_tokens < 1:
+        if self.max_tokens < 0 or (self.max_tokens == 0 and self.prompt_logprobs is None):
             raise UserError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.temperature < 0:
             raise UserError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise UserError(f"top_p must be in (0, 1], got {self.top_p}")
+        for name in ("logprobs", "prompt_logprobs"):
+            k = getattr(self, name)
+            if k is not None and not 0 <= k <= 20:
+                raise UserError(f"{name} must be between 0 and 20, got {k}")
         if isinstance(self.stop, str):
             self.stop = [self.stop]
 
@@ -49,6 +66,8 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    logprobs: list[TokenLogprob] | None = None  # with params.logprobs: one per generated token kept in `text`
+    prompt_logprobs: list[TokenLogprob] | None = None  # with params.prompt_logprobs: one per prompt token
 
 
 @dataclass
@@ -56,6 +75,7 @@ class StreamEvent:
     text: str
     finish_reason: str | None = None  # set on the last event only
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] | None = None  # with params.logprobs: the tokens whose text this event carries
 
 
 @dataclass

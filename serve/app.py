@@ -192,7 +192,7 @@ def build_app(backend: Backend, settings: dict | None = None) -> FastAPI:
                 return await route(*args, **kwargs)
             except Exception as e:
                 err = _to_api_error(e)
-                return JSONResponse(err.body(), err.status)
+                return JSONResponse(err.body(), err.status, headers=err.headers)
         return wrapper
 
     @app.post("/v1/chat/completions")

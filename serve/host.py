@@ -9,6 +9,8 @@ from its own thread into the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -42,8 +44,9 @@ def load_model(spec: dict, threads: int = 1) -> Engine:
     return load_engine(spec["path"], threads=threads)
 
 
-def _params_key(p: SamplingParams) -> tuple:
-    return (p.max_tokens, p.temperature, p.top_p, tuple(p.stop), p.seed)
+def _params_key(p: SamplingParams) -> str:
+    """Requests with equal keys may share one engine call: every field counts, new ones included."""
+    return json.dumps(dataclasses.asdict(p), sort_keys=True, default=repr)
 
 
 class EngineHost:
