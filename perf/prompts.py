@@ -20,11 +20,11 @@ the report counts the tokens actually returned.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from lifecycle.errors import UserError
+from lifecycle.readers import read_jsonl as read_lines_jsonl
 
 
 def _sum_text(rng: random.Random, input_len: int) -> str:
@@ -69,13 +69,9 @@ def read_jsonl(path: str | Path) -> list[dict]:
     if not p.is_file():
         raise UserError(f"prompt file {p} not found; pass a JSONL of {{\"prompt\": ...}} or {{\"messages\": [...]}}")
     items = []
-    for i, line in enumerate(p.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{p}:{i} is not valid JSON") from None
+    for i, d, error in read_lines_jsonl(p):
+        if error is not None:
+            raise UserError(f"{p}:{i}: {error}")
         if not isinstance(d, dict) or not (isinstance(d.get("prompt"), str) or isinstance(d.get("messages"), list)):
             raise UserError(f"{p}:{i} needs a 'prompt' string or a 'messages' list")
         items.append({k: d[k] for k in ("prompt", "messages", "max_tokens") if k in d})

@@ -176,8 +176,9 @@ def test_invalid_utf8_is_reported_not_replaced(tmp_path):
     assert items[1].where == f"{p}:2" and items[1].error == "not valid UTF-8 (byte 0xe9 at column 14)"
     t = tmp_path / "bad.txt"
     t.write_bytes(b"fine paragraph\n\nbroken \xff byte\n")
-    (item,) = _items(t)
-    assert item.error.startswith("not valid UTF-8 (byte 0xff)")
+    good, bad = _items(t)  # one bad byte costs its line, not the file
+    assert good.obj == "fine paragraph" and bad.where == f"{t}:3"
+    assert bad.error.startswith("not valid UTF-8 (byte 0xff")
 
 
 def test_odd_values_are_format_errors_not_crashes(tmp_path):

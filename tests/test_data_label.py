@@ -100,7 +100,7 @@ def test_classification_sheet_jsonl(tmp_path):
     sheet.write_text("".join(json.dumps(r) + "\n" for r in rows) + "{not json\n")
     result = label.import_sheet(sheet, label.load_schema_for(sheet, None, None))
     assert result.errors == [f"{sheet}:4: unknown label 'animal' (allowed: food, other)",
-                             f"{sheet}:5: not valid JSON (Expecting property name enclosed in double quotes)"]
+                             f"{sheet}:5: not valid JSON (Expecting property name enclosed in double quotes: column 2)"]
     assert [r["label"] for r in result.records] == ["food", "other", "food"]
 
 

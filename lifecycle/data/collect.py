@@ -8,8 +8,6 @@ parsed is an `Item` with an `error` and a `reason`, so it is counted and reporte
 
 from __future__ import annotations
 
-import csv
-import gzip
 import hashlib
 import io
 import json
@@ -21,6 +19,17 @@ from lifecycle.atomic import atomic_file
 from lifecycle.data.items import Item  # noqa: F401  (readers and callers import it from here too)
 from lifecycle.errors import UserError
 from lifecycle.extras import install_hint
+from lifecycle.readers import (
+    DAMAGE,
+    TOO_DEEP,
+    check,
+    damage_message,
+    open_bytes,
+    parse,
+    read_csv,
+    read_jsonl,
+    read_lines,
+)
 
 EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "csv",
               ".parquet": "parquet", ".txt": "text", ".md": "text", ".html": "html", ".htm": "html",
@@ -113,13 +122,9 @@ def _walk(root: Path, out: list[Source], skipped: list[str]) -> None:
             skipped.append(str(child))
 
 
-def _open_bytes(path: Path):
-    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
-
-
 def _open_text(path: Path) -> io.TextIOBase:
-    """Strict UTF-8 (a decode error is reported, not replaced); BOM skipped; line ends kept for csv."""
-    return io.TextIOWrapper(_open_bytes(path), encoding="utf-8-sig", newline="")
+    """Strict UTF-8 (a decode error is reported, not replaced); BOM skipped; line ends kept."""
+    return io.TextIOWrapper(open_bytes(path), encoding="utf-8-sig", newline="")
 
 
 def _hash_path(path: Path) -> str:
@@ -149,6 +154,9 @@ def read(src: Source, text_unit: str = "paragraph", crawl_options: Any = None) -
         src.records += 1
         yield Item(src.label, error=f"not valid UTF-8 (byte {e.object[e.start]:#04x}); the rest of the file "
                                     "was not read")
+    except DAMAGE as e:  # a whole-file reader (json, html) on a truncated or corrupt .gz
+        src.records += 1
+        yield Item(src.label, error=damage_message(e))
 
 
 def head(src: Source, n: int, text_unit: str = "paragraph") -> list[Any]:
@@ -160,14 +168,14 @@ def head(src: Source, n: int, text_unit: str = "paragraph") -> list[Any]:
                 break
             if item.error is None:
                 out.append(item.obj)
-    except UnicodeDecodeError:
+    except (UnicodeDecodeError, *DAMAGE):
         pass
     return out
 
 
 def _url_lines(path: Path) -> list[str]:
-    with _open_text(path) as f:
-        return [ln.strip() for ln in f if ln.strip() and not ln.lstrip().startswith("#")]
+    return [ln.text.strip() for ln in read_lines(path)
+            if ln.text is not None and ln.text.strip() and not ln.text.lstrip().startswith("#")]
 
 
 def _urls(src: Source, crawl_options: Any) -> Iterator[Item]:
@@ -182,20 +190,8 @@ def _urls(src: Source, crawl_options: Any) -> Iterator[Item]:
 
 
 def _jsonl(path: Path, _unit: str) -> Iterator[Item]:
-    with _open_bytes(path) as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                yield Item(where, error=f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})")
-                continue
-            try:
-                yield Item(where, json.loads(line))
-            except json.JSONDecodeError as e:
-                yield Item(where, error=f"not valid JSON ({e.msg}: column {e.colno})")
+    for lineno, obj, error in read_jsonl(path):
+        yield Item(f"{path}:{lineno}", obj, error)
 
 
 def _json(path: Path, _unit: str) -> Iterator[Item]:
@@ -206,6 +202,9 @@ def _json(path: Path, _unit: str) -> Iterator[Item]:
     except json.JSONDecodeError as e:
         yield Item(f"{path}:{e.lineno}", error=f"not valid JSON ({e.msg} at column {e.colno}); file not read")
         return
+    except RecursionError:
+        yield Item(f"{path}:1", error=f"{TOO_DEEP}; file not read")
+        return
     if isinstance(data, dict):
         key = next((k for k in JSON_LIST_KEYS if isinstance(data.get(k), list)), None)
         data = data[key] if key else [data]
@@ -213,37 +212,21 @@ def _json(path: Path, _unit: str) -> Iterator[Item]:
         yield Item(f"{path}:1", error=f"expected a list of objects, got {type(data).__name__}")
         return
     for i, obj in enumerate(data):
-        yield Item(f"{path}[{i}]", obj)
+        yield Item(f"{path}[{i}]", error=error) if (error := check(obj)) else Item(f"{path}[{i}]", obj)
 
 
 def _csv(path: Path, _unit: str) -> Iterator[Item]:
     delimiter = "\t" if ".tsv" in path.name.lower() else ","
-    with _open_text(path) as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
-        if not reader.fieldnames:
-            return
-        start = reader.line_num + 1
-        for row in reader:
-            where = f"{path}:{start}"
-            start = reader.line_num + 1
-            if None in row:
-                yield Item(where, error=f"row has more cells than the header ({len(reader.fieldnames)})")
-                continue
-            if any(v is None for v in row.values()):
-                yield Item(where, error=f"row has fewer cells than the header ({len(reader.fieldnames)})")
-                continue
-            yield Item(where, {k: _cell(v) for k, v in row.items()})
+    for line, row, error in read_csv(path, delimiter):
+        yield Item(f"{path}:{line}", None if row is None else {k: _cell(v) for k, v in row.items()}, error)
 
 
 def _cell(value: str) -> Any:
     """A CSV cell holding a JSON list of objects (messages, conversations) is decoded; others stay text."""
     s = value.strip()
     if s.startswith("[{"):
-        try:
-            decoded = json.loads(s)
-        except json.JSONDecodeError:
-            return value
-        if isinstance(decoded, list) and all(isinstance(x, dict) for x in decoded):
+        decoded, error = parse(s)
+        if error is None and isinstance(decoded, list) and all(isinstance(x, dict) for x in decoded):
             return decoded
     return value
 
@@ -257,7 +240,15 @@ def _parquet(path: Path, _unit: str) -> Iterator[Item]:
         yield Item(f"{path}:0", error=f"not a readable Parquet file ({e})")
         return
     row = 0
-    for batch in pf.iter_batches(batch_size=4096):
+    batches = pf.iter_batches(batch_size=4096)
+    while True:
+        try:
+            batch = next(batches, None)
+        except Exception as e:  # pyarrow raises several types for a damaged row group
+            yield Item(f"{path}:row {row}", error=f"damaged from here ({type(e).__name__}: {e}); rows before kept")
+            return
+        if batch is None:
+            return
         for obj in batch.to_pylist():
             yield Item(f"{path}:row {row}", obj)
             row += 1
@@ -266,27 +257,39 @@ def _parquet(path: Path, _unit: str) -> Iterator[Item]:
 def _text(path: Path, unit: str) -> Iterator[Item]:
     if unit not in ("line", "paragraph", "document"):
         raise UserError(f"text_unit must be line, paragraph or document, got {unit!r}")
-    with _open_text(path) as f:
-        lines = f.read().splitlines()
+    # Lines split on "\n" only (U+2028 and friends stay inside their line); an unreadable line is its own
+    # error item and ends the paragraph around it, so one bad byte costs one line, not the file.
     if unit == "document":
-        if any(ln.strip() for ln in lines):
+        lines, errors = [], []
+        for ln in read_lines(path):
+            (lines.append(ln.text) if ln.error is None else errors.append(ln))
+        if errors:
+            yield Item(f"{path}:{errors[0].lineno}", error=f"{errors[0].error}; document not read")
+        elif any(ln.strip() for ln in lines):
             yield Item(f"{path}:1", "\n".join(lines))
         return
     if unit == "line":
-        for i, ln in enumerate(lines, 1):
-            if ln.strip():
-                yield Item(f"{path}:{i}", ln)
+        for ln in read_lines(path):
+            if ln.error is not None:
+                yield Item(f"{path}:{ln.lineno}", error=ln.error)
+            elif ln.text.strip():
+                yield Item(f"{path}:{ln.lineno}", ln.text)
         return
     block: list[str] = []
     start = 1
-    for i, ln in enumerate(lines + [""], 1):
-        if ln.strip():
+    for ln in read_lines(path):
+        if ln.error is None and ln.text.strip():
             if not block:
-                start = i
-            block.append(ln)
-        elif block:
+                start = ln.lineno
+            block.append(ln.text)
+            continue
+        if block:
             yield Item(f"{path}:{start}", "\n".join(block))
             block = []
+        if ln.error is not None:
+            yield Item(f"{path}:{ln.lineno}", error=ln.error)
+    if block:
+        yield Item(f"{path}:{start}", "\n".join(block))
 
 
 def _html(path: Path, _unit: str) -> Iterator[Item]:

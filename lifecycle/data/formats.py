@@ -79,7 +79,7 @@ def _messages(value: Any, where: str) -> list[dict]:
         if not isinstance(m, dict):
             raise FormatError(f"{where}[{i}] is not an object")
         role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise FormatError(f"{where}[{i}] has role {role!r}; expected one of {', '.join(ROLES)}")
         if not isinstance(content, str):
             raise FormatError(f"{where}[{i}] content must be a string")
@@ -108,7 +108,7 @@ def _sharegpt(obj: dict) -> dict:
         if not isinstance(t, dict):
             raise FormatError(f"conversations[{i}] is not an object")
         who, value = t.get("from"), t.get("value")
-        if who not in SHAREGPT_ROLES:
+        if not isinstance(who, str) or who not in SHAREGPT_ROLES:
             raise FormatError(f"conversations[{i}] has from={who!r}; expected human, gpt or system")
         if not isinstance(value, str):
             raise FormatError(f"conversations[{i}] value must be a string")

@@ -77,13 +77,11 @@ def read_prompt_file(path: str | Path) -> tuple[list[str], list[list[dict]]]:
     if not p.is_file():
         raise UserError(f"text file {p} not found; give a JSONL of {{\"text\"}}, {{\"prompt\"}} or {{\"messages\"}} lines")
     texts, chats = [], []
-    for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise UserError(f"{p}:{i} is not valid JSON") from None
+    from lifecycle.readers import read_jsonl
+
+    for i, row, error in read_jsonl(p):
+        if error is not None:
+            raise UserError(f"{p}:{i}: {error}")
         if isinstance(row, dict) and isinstance(row.get("messages"), list) and row["messages"]:
             chats.append(row["messages"])
         elif isinstance(row, dict) and isinstance(row.get("text", row.get("prompt")), str):

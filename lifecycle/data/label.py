@@ -133,31 +133,40 @@ def schema_path(sheet: Path) -> Path:
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict | None, str | None]]:
-    """(line, row, error) per row of a CSV or JSONL sheet."""
-    out: list[tuple[int, dict | None, str | None]] = []
+    """(line, row, error) per row of a CSV or JSONL sheet (a BOM from Excel is skipped; see lifecycle.readers)."""
+    from lifecycle.readers import read_csv, read_jsonl
+
     if sheet_format(path) == "csv":
-        with open(path, encoding="utf-8", newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames:
-                return out
-            prev = reader.line_num
-            for row in reader:
-                err = "more cells than the header" if None in row else (
-                    "fewer cells than the header" if None in row.values() else None)
-                out.append((prev + 1, None if err else row, err))
-                prev = reader.line_num
-        return out
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                out.append((lineno, None, f"not valid JSON ({e.msg})"))
-                continue
-            out.append((lineno, obj, None) if isinstance(obj, dict) else (lineno, None, "not a JSON object"))
-    return out
+        return list(read_csv(path))
+    return [(line, obj, None) if isinstance(obj, dict) else (line, None, error or "not a JSON object")
+            for line, obj, error in read_jsonl(path)]
+
+
+def _check_types(row: dict, schema: Schema) -> str | None:
+    """What is wrong with a JSONL row's field types (CSV cells are always text), or None."""
+    for c in (*schema.required, "context", schema.label):
+        value = row.get(c)
+        if value is None or isinstance(value, str):
+            continue
+        if c in ("messages", "context") and isinstance(value, list):
+            continue
+        if c in ("id", schema.label) and type(value) is int:  # an id or rating written as a number
+            continue
+        return f"field '{c}' must be text, got {type(value).__name__}"
+    return None
+
+
+def _json_field(row: dict, key: str):
+    """A field holding JSON text (or already a list): its value, or ValueError saying what is wrong."""
+    from lifecycle.readers import parse
+
+    value = row[key]
+    if not isinstance(value, str):
+        return value
+    obj, error = parse(value)
+    if error is not None:
+        raise ValueError(f"field '{key}' is not a valid message list ({error})")
+    return obj
 
 
 def _record(row: dict, schema: Schema, label: str) -> dict | None:
@@ -171,9 +180,8 @@ def _record(row: dict, schema: Schema, label: str) -> dict | None:
         from lifecycle.data.formats import FormatError, normalise
 
         try:
-            msgs = json.loads(row["messages"]) if isinstance(row["messages"], str) else row["messages"]
-            return {**normalise({"messages": msgs}, "messages"), "rating": int(label)}
-        except (json.JSONDecodeError, FormatError) as e:
+            return {**normalise({"messages": _json_field(row, "messages")}, "messages"), "rating": int(label)}
+        except FormatError as e:
             raise ValueError(f"field 'messages' is not a valid message list ({e})") from None
     if label == "tie":
         return None
@@ -185,11 +193,10 @@ def _record(row: dict, schema: Schema, label: str) -> dict | None:
         from lifecycle.data.formats import FormatError, normalise
 
         try:
-            prompt = json.loads(context) if isinstance(context, str) else context
-            pref = {"prompt": prompt, "chosen": [{"role": "assistant", "content": chosen}],
+            pref = {"prompt": _json_field(row, "context"), "chosen": [{"role": "assistant", "content": chosen}],
                     "rejected": [{"role": "assistant", "content": rejected}]}
             return normalise(pref, "preference")
-        except (json.JSONDecodeError, FormatError) as e:
+        except FormatError as e:
             raise ValueError(f"field 'context' is not a valid message list ({e})") from None
     return {"prompt": row["prompt"], "chosen": chosen, "rejected": rejected}
 
@@ -216,6 +223,10 @@ def import_sheet(path: Path, schema: Schema, skip_unlabelled: bool = False) -> I
         where = f"{path}:{line}"
         if err:
             errors.append(f"{where}: {err}")
+            continue
+        bad_type = _check_types(row, schema)
+        if bad_type:
+            errors.append(f"{where}: {bad_type}")
             continue
         missing = [c for c in schema.required if not str(row.get(c) or "").strip()]
         if missing:

@@ -64,21 +64,23 @@ def _builtin(name: str, n: int, seed: int) -> list[dict]:
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    """Every line a JSON object (blank lines allowed); the first bad line is reported as file:line."""
+    """Every line a JSON object (blank lines allowed). Bad lines stop the read: all are counted, the first
+    few named as file:line, so a training or eval set is never silently smaller than its file."""
+    from lifecycle.readers import read_jsonl as lines
+
     if not Path(path).is_file():
         raise UserError(f"data file {path} not found")
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(obj, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+    records, bad = [], []
+    for lineno, obj, error in lines(Path(path)):
+        if error is None and not isinstance(obj, dict):
+            error = f"expected a JSON object, got {type(obj).__name__}"
+        if error is not None:
+            bad.append(f"{path}:{lineno}: {error}")
+        else:
             records.append(obj)
+    if bad:
+        more = f" (and {len(bad) - 3} more of {len(bad)} bad lines)" if len(bad) > 3 else ""
+        raise UserError("; ".join(bad[:3]) + more)
     if not records:
         raise UserError(f"{path} holds no records")
     return records
