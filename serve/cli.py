@@ -68,6 +68,8 @@ def register(root: typer.Typer) -> None:
         port: Annotated[Optional[int], typer.Option(help="HTTP port")] = None,
         api_key_env: Annotated[Optional[str], typer.Option(help="env var holding the API key (Bearer)")] = None,
         api_keys_file: Annotated[Optional[str], typer.Option(help="file of accepted API keys, one per line")] = None,
+        allow_unauthenticated: Annotated[Optional[bool], typer.Option(
+            "--allow-unauthenticated", help="serve on a non-loopback --host without an API key")] = None,
         write_config: Annotated[Optional[Path], typer.Option(help="write the Serve config YAML here and exit (for `serve run`)")] = None,
         config: ConfigOpt = None, set: SetOpt = None,
     ) -> None:
@@ -80,7 +82,9 @@ def register(root: typer.Typer) -> None:
             target = served_artifact(release)  # refuses a refused or altered release
             model = [f"{target['name']}={target['path']}"]
         cfg, specs = _config(config, set, {"models": model, "engine": engine, "host": host, "port": port,
-                                           "api_key_env": api_key_env, "api_keys_file": api_keys_file})
+                                           "api_key_env": api_key_env, "api_keys_file": api_keys_file,
+                                           "allow_unauthenticated": allow_unauthenticated})
+        cfg.check_exposure()
         if write_config:
             from serve.config import write_serve_config
 

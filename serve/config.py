@@ -36,6 +36,9 @@ class SharedOptions:
     max_batch_size: int = field(16, help="most requests merged into one engine call (dynamic batching)")
     batch_wait_timeout_s: float = field(0.0, help="least wait to fill a batch (0: a lone request starts at once; under load batches fill anyway)")
     stream_interval_ms: float = field(20.0, help="merge streamed tokens produced within this window into one SSE event; 0 = one event per token")
+    max_queued_requests: int = field(64, help="requests per model that may wait beyond those being served; more get 429 with Retry-After")
+    drain_timeout_s: float = field(10.0, help="on SIGTERM, how long open requests may finish before they are cut")
+    allow_unauthenticated: bool = field(False, help="serve on a non-loopback host without an API key (behind your own auth proxy)")
 
 
 @dataclass
@@ -48,12 +51,33 @@ class ServeConfig(RayOptions, LocalOptions, SharedOptions):
             raise UserError(f"port must be 1-65535, got {self.port}")
         if self.default_max_tokens > self.max_tokens_limit:
             raise UserError("default_max_tokens must not exceed max_tokens_limit")
+        if self.max_queued_requests < 0 or self.drain_timeout_s < 0:
+            raise UserError("max_queued_requests and drain_timeout_s must be >= 0")
         for b in BACKENDS.values():
             if hasattr(b.options, "check"):
                 b.options.check(self)
 
+    def check_exposure(self) -> None:
+        """Refuse to open the API to the network with no key, unless the user said so explicitly."""
+        if is_loopback(self.host) or self.api_key_env or self.api_keys_file or self.allow_unauthenticated:
+            return
+        raise UserError(f"refusing to serve on {self.host} without an API key: pass --api-key-env VAR or "
+                        "--api-keys-file FILE, or --allow-unauthenticated if a proxy in front authenticates")
+
     def app_settings(self) -> dict:
         return {k: getattr(self, k) for k in APP_KEYS}
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def serve_config(cfg: ServeConfig, specs: list[dict]) -> dict:

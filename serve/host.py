@@ -11,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
+import math
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import AsyncIterator, Awaitable, Callable
 
 from lifecycle.engine import Completion, Engine, Prompt, SamplingParams
 from lifecycle.errors import UserError
+
+log = logging.getLogger("serve.host")
 
 
 def parse_model_spec(spec: str) -> dict:
@@ -50,12 +55,27 @@ def _params_key(p: SamplingParams) -> str:
 
 
 class EngineHost:
-    """Validation, batching and streaming around one Engine. `submit` is set by the backend."""
+    """Validation, batching and streaming around one Engine. `submit` is set by the backend.
 
-    def __init__(self, engine: Engine, name: str, max_batch_size: int = 16, stream_interval_s: float = 0.02):
+    `max_queued` bounds the work admitted beyond one full batch: with `max_batch_size + max_queued`
+    completions (or streams) in flight, a new request gets a 429 with Retry-After. None admits all (the
+    Ray backend bounds its queue in Serve's handle instead). `close` waits for every engine call and
+    stream thread to leave the engine before closing it: a native engine (llama.cpp) freed under a
+    running thread crashes the process.
+    """
+
+    def __init__(self, engine: Engine, name: str, max_batch_size: int = 16, stream_interval_s: float = 0.02,
+                 max_queued: int | None = None):
         self.engine, self.name = engine, name
         self.can_batch = getattr(engine, "max_batch_size", 1) > 1 and max_batch_size > 1
         self.stream_interval_s = stream_interval_s
+        self.capacity = None if max_queued is None else max(max_batch_size, 1) + max(max_queued, 0)
+        self.in_flight = 0  # admitted completions and streams not yet finished
+        self.rejected = 0
+        self._active = 0  # threads inside the engine right now (generate calls and stream pumps)
+        self._idle = threading.Condition()
+        self._halts: set[threading.Event] = set()
+        self._closing = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"generate-{name}")
         self.submit: Callable[[Prompt, SamplingParams], Awaitable] = self.run_one
         self.engine_calls = 0  # generate calls made; with `requests`, gives the mean batch size
@@ -64,7 +84,47 @@ class EngineHost:
 
     def info(self) -> dict:
         return {"name": self.name, "context_length": self.engine.context_length, "can_batch": self.can_batch,
-                "engine_calls": self.engine_calls, "requests": self.requests}
+                "engine_calls": self.engine_calls, "requests": self.requests, "in_flight": self.in_flight,
+                "rejected": self.rejected}
+
+    # ---- admission -----------------------------------------------------------------------------------
+    def retry_after_s(self) -> int:
+        """Seconds until the queue has likely moved on: the batches ahead of a new request, at least 1."""
+        batches = self.in_flight / max(self.capacity or 1, 1) + 1
+        return int(min(60, max(1, math.ceil(self.batch_seconds * batches))))
+
+    @contextmanager
+    def admit(self, weight: int = 1):
+        """Hold `weight` slots of the model's queue; 429 when they are taken (a lone request always fits)."""
+        if self._closing:
+            from serve.protocol import APIError
+
+            raise APIError(503, f"the model '{self.name}' is shutting down", type="server_error", code="unavailable")
+        if self.capacity is not None and self.in_flight and self.in_flight + weight > self.capacity:
+            from serve.protocol import APIError
+
+            self.rejected += 1
+            wait = self.retry_after_s()
+            raise APIError(429, f"the model '{self.name}' has {self.in_flight} requests in flight (limit "
+                                f"{self.capacity}); retry after {wait}s", type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": str(wait)})
+        self.in_flight += weight
+        try:
+            yield
+        finally:
+            self.in_flight -= weight
+
+    @contextmanager
+    def _in_engine(self):
+        """Count a thread that is inside the engine, so that `close` can wait for it."""
+        with self._idle:
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
 
     # ---- validation ----------------------------------------------------------------------------------
     def prompt_tokens(self, prompt: Prompt, params: SamplingParams) -> int:
@@ -90,6 +150,11 @@ class EngineHost:
             groups.setdefault(key, []).append(i)
         self.requests += len(prompts)
         self.engine_calls += len(groups)
+        with self._in_engine():
+            return self._generate_groups(prompts, params, groups, results)
+
+    def _generate_groups(self, prompts: list[Prompt], params: list[SamplingParams], groups: dict,
+                         results: list) -> list:
         for idx in groups.values():
             try:
                 outs = self.engine.generate([prompts[i] for i in idx], params[idx[0]])
@@ -115,7 +180,8 @@ class EngineHost:
     async def complete(self, prompts: list[Prompt], params: SamplingParams, n: int = 1) -> tuple[list[Completion], int]:
         """All choices for a request (n per prompt, prompt-major) and the prompt token count."""
         prompt_tokens = sum(self.prompt_tokens(p, params) for p in prompts)
-        outs = await asyncio.gather(*(self.submit(p, params) for p in prompts for _ in range(n)))
+        with self.admit(len(prompts) * n):
+            outs = await asyncio.gather(*(self.submit(p, params) for p in prompts for _ in range(n)))
         for o in outs:
             if isinstance(o, Exception):
                 raise o
@@ -128,23 +194,41 @@ class EngineHost:
         Events that arrive within `stream_interval_s` of the last one sent are merged, so a fast model
         sends a few chunks instead of one per token. The first chunk and the end are never held back.
         """
-        yield {"prompt_tokens": self.prompt_tokens(prompt, params)}
+        prompt_tokens = self.prompt_tokens(prompt, params)
+        with self.admit():
+            yield {"prompt_tokens": prompt_tokens}
+            async for event in self._pump(prompt, params):
+                yield event
+
+    async def _pump(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[dict]:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         halt = threading.Event()
+        self._halts.add(halt)
+
+        def put(item) -> None:
+            try:
+                loop.call_soon_threadsafe(q.put_nowait, item)
+            except RuntimeError:  # the loop is closed: nobody reads any more
+                halt.set()
 
         def pump() -> None:
-            it = self.engine.stream(prompt, params)
-            try:
-                for ev in it:
-                    loop.call_soon_threadsafe(q.put_nowait, ev)
-                    if halt.is_set():
-                        break
-            except Exception as e:
-                loop.call_soon_threadsafe(q.put_nowait, e)
-            finally:
-                it.close()
-                loop.call_soon_threadsafe(q.put_nowait, None)
+            # a client that hung up sets `halt`; the engine is asked for at most one more token after that
+            with self._in_engine():
+                try:
+                    it = self.engine.stream(prompt, params)
+                    try:
+                        for ev in it:
+                            put(ev)
+                            if halt.is_set():
+                                break
+                    finally:
+                        it.close()
+                except Exception as e:
+                    put(e)
+                finally:
+                    put(None)
+                    self._halts.discard(halt)
 
         threading.Thread(target=pump, daemon=True, name=f"stream-{self.name}").start()
         last_sent = -1.0
@@ -180,9 +264,21 @@ class EngineHost:
         finally:
             halt.set()
 
-    def close(self) -> None:
-        self._pool.shutdown(wait=False)
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Stop streams, let the running engine call finish, then close the engine. False (and the engine
+        left open) if a thread is still inside it after `timeout_s`: leaking beats a native crash."""
+        self._closing = True
+        for halt in list(self._halts):
+            halt.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._idle:
+            idle = self._idle.wait_for(lambda: self._active == 0, timeout_s)
+        if not idle:
+            log.warning("%s: %d engine threads still running after %.0fs; leaving the engine open",
+                        self.name, self._active, timeout_s)
+            return False
         self.engine.close()
+        return True
 
 
 class Batcher:

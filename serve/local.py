@@ -27,12 +27,13 @@ class LocalBackend:
 
     @classmethod
     def load(cls, specs: list[dict], threads: int = 1, max_batch_size: int = 16, batch_wait_timeout_s: float = 0.0,
-             stream_interval_s: float = 0.02) -> "LocalBackend":
+             stream_interval_s: float = 0.02, max_queued: int | None = 64) -> "LocalBackend":
         hosts: dict[str, EngineHost] = {}
         for spec in specs:
             if spec["name"] in hosts:
                 raise UserError(f"two models are named '{spec['name']}'; name them with --model NAME=DIR")
-            hosts[spec["name"]] = EngineHost(load_model(spec, threads), spec["name"], max_batch_size, stream_interval_s)
+            hosts[spec["name"]] = EngineHost(load_model(spec, threads), spec["name"], max_batch_size,
+                                             stream_interval_s, max_queued)
         return cls(hosts, max_batch_size, batch_wait_timeout_s)
 
     async def complete(self, model: str, prompts: list[Prompt], params: SamplingParams,
@@ -48,19 +49,21 @@ class LocalBackend:
     async def stats(self) -> dict[str, dict]:
         return {name: host.info() for name, host in self.hosts.items()}
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 30.0) -> None:
         for host in self.hosts.values():
-            host.close()
+            host.close(timeout_s)
 
 
 def run_local(cfg, specs: list[dict]) -> None:
-    """Serve until SIGINT/SIGTERM (uvicorn handles both and drains open requests)."""
+    """Serve until SIGINT/SIGTERM: uvicorn stops accepting, open requests get `drain_timeout_s` to finish
+    (streams still open then are cut, which stops their generation), and the engines close only after
+    every generation thread has left them."""
     import uvicorn
 
     from serve.app import build_app
 
     backend = LocalBackend.load(specs, cfg.threads, cfg.max_batch_size, cfg.batch_wait_timeout_s,
-                                cfg.stream_interval_ms / 1000)
+                                cfg.stream_interval_ms / 1000, cfg.max_queued_requests)
     app = build_app(backend, cfg.app_settings())
     print(f"serving {', '.join(backend.names)} on http://{cfg.host}:{cfg.port}/v1 (local)", flush=True)
     # uvicorn drains on SIGINT/SIGTERM, then re-raises the signal to the previous handler: make that a
@@ -68,9 +71,10 @@ def run_local(cfg, specs: list[dict]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: None)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning", timeout_graceful_shutdown=5)
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="warning",
+                    timeout_graceful_shutdown=cfg.drain_timeout_s)
     finally:
-        backend.close()
+        backend.close(cfg.drain_timeout_s + 30)
 
 
 class ServerThread:

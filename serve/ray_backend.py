@@ -20,6 +20,7 @@ import time
 from typing import AsyncIterator
 
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from ray.serve.handle import DeploymentHandle
 
 from lifecycle.config import from_dict
@@ -27,6 +28,9 @@ from lifecycle.engine import Completion, Prompt, SamplingParams
 from lifecycle.errors import UserError
 from serve.config import APP_NAME, ServeConfig
 from serve.host import EngineHost, load_model
+from serve.protocol import APIError
+
+HEALTH_REFRESH_S = 1.0  # how stale a cached /health answer may get
 
 
 @serve.deployment(max_ongoing_requests=64, health_check_period_s=5, health_check_timeout_s=30)
@@ -72,6 +76,18 @@ class ModelServer:
     def info(self) -> dict:
         return {**self.host.info(), "pid": os.getpid()}
 
+    def __del__(self) -> None:
+        """Serve calls this on graceful shutdown, after in-flight requests drained: close the engine once
+        no thread is inside it (a GGUF model freed under a running llama.cpp call crashes the replica)."""
+        if hasattr(self, "host"):
+            self.host.close()
+
+
+def _queue_full(model: str, e: BackPressureError) -> APIError:
+    wait = max(1, int(round(e.retry_after_s or 1)))
+    return APIError(429, f"the model '{model}' has too many queued requests; retry after {wait}s",
+                    type="rate_limit_error", code="queue_full", headers={"Retry-After": str(wait)})
+
 
 class RayBackend:
     """The app's backend inside the router: calls model deployments through their handles."""
@@ -79,15 +95,30 @@ class RayBackend:
     def __init__(self, handles: dict[str, DeploymentHandle]):
         self.handles = handles
         self.names = list(handles)
+        self._health: dict[str, str] | None = None
+        self._health_at = 0.0
+        self._refresh: asyncio.Future | None = None
 
     async def complete(self, model: str, prompts: list[Prompt], params: SamplingParams,
                        n: int) -> tuple[list[Completion], int]:
-        return await self.handles[model].complete.remote(prompts, params, n)
+        try:
+            return await self.handles[model].complete.remote(prompts, params, n)
+        except BackPressureError as e:  # Serve's handle queue (max_queued_requests) is full
+            raise _queue_full(model, e) from None
 
     async def stream(self, model: str, prompt: Prompt, params: SamplingParams) -> AsyncIterator[dict]:
         gen = self.handles[model].options(stream=True).stream.remote(prompt, params)
         finished = False
         try:
+            try:
+                first = await gen.__anext__()
+            except StopAsyncIteration:
+                finished = True
+                return
+            except BackPressureError as e:
+                finished = True
+                raise _queue_full(model, e) from None
+            yield first
             async for event in gen:
                 yield event
             finished = True
@@ -96,15 +127,33 @@ class RayBackend:
                 gen.cancel()
 
     async def health(self) -> dict[str, str]:
-        async def one(handle: DeploymentHandle) -> str:
-            try:
-                await asyncio.wait_for(handle.info.remote(), 10)
-                return "ready"
-            except Exception:
-                return "unavailable"
+        """Each model's state as Serve's controller sees it: ready while a replica of it is RUNNING.
 
-        states = await asyncio.gather(*(one(h) for h in self.handles.values()))
-        return dict(zip(self.names, states))
+        The answer never waits on a replica (they may all be busy generating): it is a cached view of
+        `serve.status()`, refreshed in the background at most every HEALTH_REFRESH_S.
+        """
+        stale = time.monotonic() - self._health_at > HEALTH_REFRESH_S
+        if stale and (self._refresh is None or self._refresh.done()):
+            self._refresh = asyncio.ensure_future(self._refresh_health())
+        if self._health is None:  # the first call waits for one answer
+            try:
+                await asyncio.wait_for(asyncio.shield(self._refresh), 10)
+            except Exception:
+                return {name: "unavailable" for name in self.names}
+        return dict(self._health)
+
+    async def _refresh_health(self) -> None:
+        try:
+            status = await asyncio.get_running_loop().run_in_executor(None, serve.status)
+            states = {}
+            for name, handle in self.handles.items():
+                app = status.applications.get(handle.app_name)
+                dep = app.deployments.get(handle.deployment_name) if app else None
+                running = dep.replica_states.get("RUNNING", 0) if dep else 0
+                states[name] = "ready" if running else "unavailable"
+        except Exception:
+            states = {name: "unavailable" for name in self.names}
+        self._health, self._health_at = states, time.monotonic()
 
     async def stats(self) -> dict[str, dict]:
         """Engine counters of one replica per model (the one the handle picks)."""
@@ -147,7 +196,9 @@ def build_openai_app(args: dict):
             raise UserError(f"two models are named '{spec['name']}'; name them with --model NAME=DIR")
         handles[spec["name"]] = ModelServer.options(
             name=_deployment_name(spec["name"]), ray_actor_options={"num_cpus": cfg.num_cpus},
-            max_ongoing_requests=cfg.max_ongoing_requests, **scale,
+            max_ongoing_requests=cfg.max_ongoing_requests, max_queued_requests=max(1, cfg.max_queued_requests),  # 0 refuses all in Serve
+           
+            graceful_shutdown_timeout_s=cfg.drain_timeout_s + 30, graceful_shutdown_wait_loop_s=1.0, **scale,
         ).bind(spec, cfg.threads, cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.stream_interval_ms / 1000)
     router = Router.options(ray_actor_options={"num_cpus": cfg.router_num_cpus})
     return router.bind(handles, cfg.app_settings())
