@@ -21,6 +21,7 @@ ROBOTS = "User-agent: lifecycle-data\nDisallow: /private\n\nUser-agent: *\nAllow
 
 class _Handler(BaseHTTPRequestHandler):
     robots_status = 200
+    robots_tail = b""
 
     def log_message(self, *args):
         pass
@@ -38,7 +39,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/robots.txt":
             if self.robots_status != 200:
                 return self._send(b"oops", "text/plain", self.robots_status)
-            return self._send(ROBOTS.encode(), "text/plain")
+            return self._send(self.robots_tail or ROBOTS.encode(), "text/plain")
         if path in ("/article.html", "/private/secret.html"):
             return self._send(ARTICLE.encode(), "text/html; charset=utf-8")
         if path == "/plain.txt":
@@ -52,11 +53,35 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(ARTICLE.encode(), "text/html")
         if path == "/data.bin":
             return self._send(b"\x00\x01", "application/octet-stream")
+        if path == "/drip.html":  # a byte every 0.2 s: no single read times out
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            for _ in range(40):
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.2)
+            return
+        if path.startswith("/go/"):  # /go/<n>/<host>: n more redirects, then to <host>'s article (n=p: private)
+            _, _, n, host = path.split("/", 3)
+            port = self.server.server_address[1]
+            if n == "p":
+                target = "/private/secret.html"
+            else:
+                target = f"/go/{int(n) - 1}/{host}" if int(n) > 0 else "/article.html"
+            self.send_response(302)
+            self.send_header("Location", f"http://{host}:{port}{target}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         return self._send(b"not found", "text/plain", 404)
 
 
-def _serve(robots_status=200):
-    handler = type("H", (_Handler,), {"robots_status": robots_status})
+def _serve(robots_status=200, robots_tail=b""):
+    handler = type("H", (_Handler,), {"robots_status": robots_status, "robots_tail": robots_tail})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -117,3 +142,48 @@ def test_prepare_from_urls(site, tmp_path):
     texts = [json.loads(x)["text"] for x in (out / "train.jsonl").read_text().splitlines()]
     assert texts[0].startswith("How bees make honey") and texts[1] == "Plain text page about rivers."
     assert all(i["sha256"] for i in rep["inputs"])
+
+
+def test_deadline_cuts_a_server_that_drips():
+    """Each read gets a byte within the per-read timeout; only the page deadline ends it."""
+    server = _serve()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/drip.html"
+        start = time.monotonic()
+        (item, _), = list(crawl([url], CrawlOptions(timeout=0.5, deadline=1.0)))
+        took = time.monotonic() - start
+        assert item.reason == "fetch_failed" and "deadline=1.0s" in item.error
+        assert took < 1.0 + 0.5 + 1.0  # deadline + one read timeout + slack
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_redirects_stay_on_allowed_hosts(site):
+    port = site.rsplit(":", 1)[1]
+    same, away = f"{site}/go/2/127.0.0.1", f"{site}/go/1/localhost"
+    got = {item.where: item for item, _ in crawl([same, away, f"{site}/go/9/127.0.0.1"], OPTS)}
+    assert "Worker bees" in got[same].obj["text"]
+    assert got[away].reason == "fetch_failed" and "redirect to localhost refused" in got[away].error
+    assert "more than 5 redirects" in got[f"{site}/go/9/127.0.0.1"].error
+    opts = CrawlOptions(timeout=0.5, max_bytes=5000, allow_hosts=("localhost",))
+    (item, _), = list(crawl([away], opts))
+    assert item.error is None and "Worker bees" in item.obj["text"]
+    # robots.txt is read on the host a redirect reaches too
+    (item, _), = list(crawl([f"http://127.0.0.1:{port}/go/p/localhost"], opts))
+    assert item.reason == "fetch_failed" and "private/secret.html: disallowed by robots.txt" in item.error
+
+
+def test_robots_txt_is_size_capped():
+    """Rules past the cap are not read (RFC 9309 lets a crawler stop at 500 KiB): the page stays allowed."""
+    tail = b"#" * 2000 + b"\nUser-agent: *\nDisallow: /article.html\n"
+    server = _serve(robots_tail=tail)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/article.html"
+        (item, _), = list(crawl([url], CrawlOptions(timeout=0.5, robots_max_bytes=1000)))
+        assert item.error is None
+        (item, _), = list(crawl([url], CrawlOptions(timeout=0.5)))
+        assert item.reason == "robots_disallowed"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -88,12 +88,14 @@ def data_collect(
     text_unit: Annotated[str, typer.Option(help="plain text files: line | paragraph | document")] = "paragraph",
     timeout: Annotated[float, typer.Option(help="seconds per HTTP request")] = 10.0,
     max_bytes: Annotated[int, typer.Option(help="largest page read when crawling")] = 5_000_000,
+    deadline: Annotated[float, typer.Option(help="seconds for a whole page, redirects included")] = 30.0,
+    allow_host: Annotated[Optional[list[str]], typer.Option(help="host a page may redirect to besides its own (repeatable)")] = None,
 ) -> None:
     """Read inputs (files, folders, saved HF datasets, URLs) as they are into one JSONL, reporting failures."""
     from lifecycle.data.collect import read, sources, write_jsonl_atomic
     from lifecycle.data.crawl import CrawlOptions
 
-    opts = CrawlOptions(timeout=timeout, max_bytes=max_bytes)
+    opts = CrawlOptions(timeout=timeout, max_bytes=max_bytes, deadline=deadline, allow_hosts=tuple(allow_host or ()))
     failures: list[str] = []
 
     def rows():

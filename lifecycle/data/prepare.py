@@ -72,6 +72,8 @@ class PrepareConfig:
     crawl_timeout: float = field(10.0, help="seconds per HTTP request when crawling URLs")
     crawl_max_bytes: int = field(5_000_000, help="largest page read when crawling; larger pages are dropped")
     user_agent: str = field("lifecycle-data/0.1", help="User-Agent sent, and matched against robots.txt")
+    crawl_deadline: float = field(30.0, help="seconds for a whole page when crawling (slow servers are cut off)")
+    crawl_allow_hosts: list[str] = field([], help="hosts a crawled page may redirect to besides its own")
 
     def __post_init__(self):
         if self.format not in ("auto", *formats.FORMATS):
@@ -294,7 +296,8 @@ def process(cfg: PrepareConfig, report: Report, sink) -> bool:
     Every record read is counted in `report`. Returns whether any kept preference record is conversational.
     """
     plan = _plan(cfg, report)
-    crawl = CrawlOptions(cfg.crawl_timeout, cfg.crawl_max_bytes, cfg.user_agent)
+    crawl = CrawlOptions(cfg.crawl_timeout, cfg.crawl_max_bytes, cfg.user_agent, cfg.crawl_deadline,
+                         tuple(cfg.crawl_allow_hosts))
     clean = _Cleaner(cfg, report)
     conversational = False
     total, size = _estimate(plan)
