@@ -76,6 +76,7 @@ class StreamEvent:
     finish_reason: str | None = None  # set on the last event only
     completion_tokens: int = 0
     logprobs: list[TokenLogprob] | None = None  # with params.logprobs: the tokens whose text this event carries
+    prompt_logprobs: list[TokenLogprob] | None = None  # with params.prompt_logprobs: on the first event only
 
 
 @dataclass
@@ -170,17 +171,35 @@ def byte_fallback_ids(tok) -> frozenset[int]:
 
 
 def detokenize_stream(tokens: Iterable[int], decode: Callable[[list[int]], str], params: SamplingParams,
-                      eos_ids: Iterable[int], byte_tokens: Container[int] = frozenset()) -> Iterator[StreamEvent]:
+                      eos_ids: Iterable[int], byte_tokens: Container[int] = frozenset(),
+                      logprobs: list | None = None) -> Iterator[StreamEvent]:
     """Turn generated token ids into StreamEvents whose texts join to exactly what decoding all the ids at once
     gives (cut at the first stop string). EOS and stop strings end it. Held back until resolved: a trailing run
     of U+FFFD (an incomplete UTF-8 character: byte-fallback decoders write one per byte token, byte-level BPE
     one per sequence), a tail that could still become a stop string, and the text of a trailing run of
     `byte_tokens` (see `byte_fallback_ids`: such a decoder turns a whole run into U+FFFDs if a later byte makes
-    it invalid, `\n` included). The rest is flushed at the end."""
+    it invalid, `\n` included). The rest is flushed at the end.
+
+    `logprobs`: a list the token iterator appends token i's TokenLogprob to before yielding token i. Each
+    event then carries the entries of the tokens whose text starts within the text sent so far; the last event
+    carries the rest, except tokens that start at or after a stop string's cut (the rule `kept_tokens` states)."""
     eos = set(eos_ids)
     new: list[int] = []
-    sent, reason, run = 0, "length", 0
+    starts: list[int] = []  # where token i's text starts (the stable text before it)
+    sent, reason, run, given, text = 0, "length", 0, 0, ""
+
+    def take(upto: int) -> list | None:  # entries of tokens starting before `upto` characters
+        nonlocal given
+        if logprobs is None:
+            return None
+        end = given
+        while end < len(new) and starts[end] < upto:
+            end += 1
+        out, given = logprobs[given:end], end
+        return out
+
     for t in tokens:
+        starts.append(len(text.rstrip("\ufffd")))
         new.append(t)
         if t in eos:
             reason = "stop"
@@ -190,21 +209,33 @@ def detokenize_stream(tokens: Iterable[int], decode: Callable[[list[int]], str],
         cut = first_stop(text, params.stop)
         if cut is not None:
             if cut > sent:
-                yield StreamEvent(text[sent:cut], completion_tokens=len(new))
-            yield StreamEvent("", finish_reason="stop", completion_tokens=len(new))
+                yield StreamEvent(text[sent:cut], completion_tokens=len(new), logprobs=take(cut))
+            yield StreamEvent("", finish_reason="stop", completion_tokens=len(new), logprobs=take(cut))
             return
         stable = (decode(new[:-run]) if run else text).rstrip("\ufffd")
         safe = len(stable) - stop_prefix_len(stable, params.stop)
         if safe > sent:
-            yield StreamEvent(text[sent:safe], completion_tokens=len(new))
+            yield StreamEvent(text[sent:safe], completion_tokens=len(new), logprobs=take(safe))
             sent = safe
     text = decode(new) if new else ""  # flush what was held back (an EOS token's own text counts, as in decode)
     cut = first_stop(text, params.stop)
+    limit = 1 << 62  # no cut: every remaining token, EOS included
     if cut is not None:
-        text, reason = text[:cut], "stop"
+        text, reason, limit = text[:cut], "stop", cut
     if len(text) > sent:
-        yield StreamEvent(text[sent:], completion_tokens=len(new))
-    yield StreamEvent("", finish_reason=reason, completion_tokens=len(new))
+        yield StreamEvent(text[sent:], completion_tokens=len(new), logprobs=take(limit))
+    yield StreamEvent("", finish_reason=reason, completion_tokens=len(new), logprobs=take(limit))
+
+
+def kept_tokens(ids: list[int], decode: Callable[[list[int]], str], cut: int | None) -> int:
+    """How many generated tokens a Completion's logprobs keep: all of them, or when a stop string cut the text
+    at character `cut`, those whose text starts before it."""
+    if cut is None:
+        return len(ids)
+    n = 0
+    while n < len(ids) and len(decode(ids[:n]).rstrip("\ufffd")) < cut:
+        n += 1
+    return n
 
 
 # format name -> "module:Class". Other packages add theirs through the `lifecycle.engines` entry point

@@ -233,6 +233,17 @@ class GGUFEngine(TokenEngine):
                     n_threads=threads or 1, n_threads_batch=threads or 1, logits_all=False, verbose=False)
         return cls(llm, load_tokenizer(artifact.path), artifact, min(ctx, llm.n_ctx()), trained)
 
+    @property
+    def vocab_size(self) -> int:
+        return self._vocab
+
+    def _constraint(self, params):
+        """response_format through llama.cpp's own grammar sampler (see `LlamaGrammarGuide`)."""
+        from lifecycle.constrain import json_schema_of
+
+        schema = json_schema_of(params.response_format)
+        return None if schema is None else LlamaGrammarGuide(self.llm, schema)
+
     def _rows(self, ids: list[int], start: int) -> Iterator[np.ndarray]:
         """Evaluate `ids` and yield the logits rows of positions start..len(ids)-1 in blocks. The longest prefix
         already in llama.cpp's KV cache (below `start`, whose row must be computed) is reused, as
@@ -320,3 +331,47 @@ def trained_context(path: Path) -> int:
         return int(value) if value and value.isdigit() else 0
     finally:
         llama_cpp.llama_model_free(model)
+
+
+class LlamaGrammarGuide:
+    """JSON output with llama.cpp's grammar sampler applied to our own logits: the schema becomes GBNF with
+    llama-cpp-python's port of llama.cpp's json-schema-to-grammar, `llama_sampler_init_grammar` compiles it
+    against the GGUF's vocabulary, and `llama_sampler_apply` on a token-data array built from the logits sets
+    every token the grammar forbids to -inf (end-of-generation tokens only once the JSON is complete);
+    `llama_sampler_accept` advances it. The engine's token loop stays ours (sampling, stops, logprobs)."""
+
+    def __init__(self, llm, schema: dict):
+        import llama_cpp
+        from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+        try:
+            gbnf = json_schema_to_gbnf(json.dumps(schema))
+        except Exception as e:  # the converter raises plain exceptions on schemas it cannot express
+            raise UserError(f"response_format schema cannot be used: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        self._lib = llama_cpp
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        self.sampler, log = _quiet_stderr(lambda: llama_cpp.llama_sampler_init_grammar(vocab, gbnf.encode(), b"root"))
+        if not self.sampler:
+            raise UserError(f"response_format schema cannot be used: llama.cpp refused its grammar ({log.strip()[-200:]})")
+        self.n = llm.n_vocab()
+        self.data = np.zeros(self.n, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+    def mask(self, logits: np.ndarray) -> np.ndarray:
+        lib = self._lib
+        self.data["id"] = np.arange(self.n, dtype=np.int32)
+        self.data["logit"] = logits[: self.n]
+        self.data["p"] = 0.0
+        arr = lib.llama_token_data_array(data=self.data.ctypes.data_as(lib.llama_token_data_p), size=self.n,
+                                         selected=-1, sorted=False)
+        lib.llama_sampler_apply(self.sampler, ctypes.byref(arr))
+        if arr.size != self.n or ctypes.addressof(arr.data.contents) != self.data.ctypes.data:
+            raise RuntimeError("llama.cpp's grammar sampler resized the candidates; cannot map them back")
+        return self.data["logit"].copy()
+
+    def accept(self, token: int) -> None:
+        self._lib.llama_sampler_accept(self.sampler, int(token))
+
+    def __del__(self) -> None:
+        if getattr(self, "sampler", None):
+            self._lib.llama_sampler_free(self.sampler)
+            self.sampler = None

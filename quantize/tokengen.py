@@ -97,12 +97,33 @@ class TokenEngine(Engine):
         return self._ctx
 
     def _encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tok(prompt, add_special_tokens=True).input_ids
-        if not getattr(self.tok, "chat_template", None):
-            raise UserError("this model's tokenizer has no chat template; send a raw prompt instead")
-        text = self.tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        return self.tok(text, add_special_tokens=False).input_ids
+        """Raw text with its special tokens parsed, a chat whose content stays text, or token ids as given."""
+        from lifecycle.chat_tokens import encode_prompt
+
+        return encode_prompt(self.tok, prompt, vocab_size=self.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the runtime's logits (0: the tokenizer's length)."""
+        return 0
+
+    @property
+    def _texts(self):
+        from lifecycle.logprobs import TokenTexts
+
+        if getattr(self, "_token_texts", None) is None:
+            self._token_texts = TokenTexts(self.tok)
+        return self._token_texts
+
+    def _constraint(self, params: SamplingParams):
+        """What masks the logits for `params.response_format` (None: nothing to enforce). Runtimes whose
+        grammar support is wired in override this."""
+        from lifecycle.constrain import json_schema_of
+
+        if json_schema_of(params.response_format) is not None:
+            raise UserError(f"response_format is not supported by the {type(self).__name__} engine; use a gguf-* "
+                            "or torch (hf, int8, int4, fp8, gptq) artifact for JSON output")
+        return None
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self._encode(prompt))
@@ -132,15 +153,38 @@ class TokenEngine(Engine):
             p = mask / mask.sum()
         return int(rng.choice(len(p), p=p))
 
-    def _tokens(self, ids: list[int], params: SamplingParams) -> Iterator[int]:
+    def _tokens(self, ids: list[int], params: SamplingParams, entries: list | None = None, guide=None) -> Iterator[int]:
+        """Sample up to max_tokens ids; with `entries`, append each one's TokenLogprob (from the raw logits)
+        before yielding it; with `guide`, pick only among the tokens it allows."""
+        from lifecycle.logprobs import rows_logprobs
+
         rng = np.random.default_rng(params.seed)
+        if params.max_tokens <= 0:
+            return
         logits = self._prefill(ids)
         for i in range(params.max_tokens):
-            t = self._pick(logits, params, rng)
+            t = self._pick(guide.mask(logits) if guide is not None else logits, params, rng)
+            if entries is not None:
+                entries.extend(rows_logprobs(logits[None], [t], params.logprobs, self._texts))
+            if guide is not None:
+                guide.accept(t)
             yield t
             if t in self.eos_ids or i == params.max_tokens - 1:
                 return
             logits = self._step(t)
+
+    def _prompt_logprobs(self, ids: list[int], k: int) -> list:
+        """Every prompt token's TokenLogprob (the first has none), reading the logits rows a block at a time."""
+        from lifecycle.logprobs import rows_logprobs, token_logprob
+
+        out = [token_logprob(self._texts, ids[0], None)]
+        pos = 0  # row `pos` predicts ids[pos + 1]
+        if len(ids) > 1:
+            for block in self._rows(ids, 0):
+                block = np.asarray(block)[: len(ids) - 1 - pos]
+                out += rows_logprobs(block, ids[pos + 1: pos + 1 + len(block)], k, self._texts)
+                pos += len(block)
+        return out
 
     def _decode(self, ids: list[int]) -> str:
         return self.tok.decode(ids, skip_special_tokens=True)
@@ -150,21 +194,36 @@ class TokenEngine(Engine):
         out = []
         for prompt in prompts:
             ids = self._encode(prompt)
-            events = list(self.stream(prompt, params))
+            events = list(self._stream_ids(ids, params))
+            lps = [x for e in events for x in e.logprobs or []] if params.logprobs is not None else None
             out.append(Completion(text="".join(e.text for e in events), prompt_tokens=len(ids),
-                                  completion_tokens=events[-1].completion_tokens, finish_reason=events[-1].finish_reason))
+                                  completion_tokens=events[-1].completion_tokens, finish_reason=events[-1].finish_reason,
+                                  logprobs=lps, prompt_logprobs=events[0].prompt_logprobs))
         return out
 
     def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[StreamEvent]:
         """Yield text as tokens arrive. The runtime's context is not thread-safe (llama.cpp aborts on two
         concurrent decodes), so one request at a time holds it; a closed stream releases it."""
         params = params or SamplingParams()
-        ids = self._encode(prompt)
+        return self._stream_ids(self._encode(prompt), params)
+
+    def _stream_ids(self, ids: list[int], params: SamplingParams) -> Iterator[StreamEvent]:
         if not ids:
             raise UserError("the prompt is empty (and this tokenizer adds no BOS token)")
         self._check_length(ids, params)
+        guide = self._constraint(params)  # refused (UserError) before any work where unsupported
+        return self._run(ids, params, guide)
+
+    def _run(self, ids: list[int], params: SamplingParams, guide) -> Iterator[StreamEvent]:
         with self._lock:
-            yield from detokenize_stream(self._tokens(ids, params), self._decode, params, self.eos_ids, self.byte_ids)
+            prompt_lps = self._prompt_logprobs(ids, params.prompt_logprobs) if params.prompt_logprobs is not None else None
+            entries = [] if params.logprobs is not None else None
+            first = True
+            for ev in detokenize_stream(self._tokens(ids, params, entries, guide), self._decode, params, self.eos_ids,
+                                        self.byte_ids, logprobs=entries):
+                if first:
+                    ev.prompt_logprobs, first = prompt_lps, False
+                yield ev
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
         """Continuation log-likelihoods, reading only the rows that predict continuation tokens, a block at a time."""

@@ -8,7 +8,7 @@ from typing import Iterator
 
 from lifecycle.artifact import Artifact
 from lifecycle.engine import (Completion, Engine, Prompt, SamplingParams, Score, StreamEvent, detokenize_stream,
-                              first_stop)
+                              first_stop, kept_tokens)
 from lifecycle.errors import UserError
 
 
@@ -48,9 +48,52 @@ class HFEngine(Engine):
 
     # ---- prompts -------------------------------------------------------------------------------------
     def _encode(self, prompt: Prompt) -> list[int]:
-        if isinstance(prompt, str):
-            return self.tok(prompt, add_special_tokens=True).input_ids
-        return self.tok(self.apply_chat_template(prompt), add_special_tokens=False).input_ids
+        """Raw text with its special tokens parsed, a chat whose content stays text, or token ids as given."""
+        from lifecycle.chat_tokens import encode_prompt
+
+        return encode_prompt(self.tok, prompt, vocab_size=self.vocab_size)
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the model's logits (embedding tables are often padded beyond the tokenizer)."""
+        return int(getattr(self.model.config, "vocab_size", 0) or len(self.tok))
+
+    @property
+    def _texts(self):
+        from lifecycle.logprobs import TokenTexts
+
+        if getattr(self, "_token_texts", None) is None:
+            self._token_texts = TokenTexts(self.tok)
+        return self._token_texts
+
+    def _prompt_logprobs(self, ids: list[int], k: int) -> list:
+        """Every prompt token's TokenLogprob under the model (the first has none), a block of rows at a time."""
+        from lifecycle.logprobs import LOGIT_BUDGET, _supports_logits_to_keep, rows_logprobs, token_logprob
+
+        torch = self.torch
+        out = [token_logprob(self._texts, ids[0], None)]
+        n = len(ids) - 1  # rows 0..n-1 predict ids[1..n]
+        block = max(1, LOGIT_BUDGET // max(self.vocab_size, 1))
+        x = torch.tensor([ids], device=self.device)
+        keep = _supports_logits_to_keep(self.model)
+        with torch.inference_mode():
+            for a in range(0, n, block):
+                b = min(n, a + block)
+                if keep and (a or b < len(ids)):
+                    logits = self.model(input_ids=x, logits_to_keep=torch.arange(a, b, device=self.device)).logits[0]
+                else:
+                    logits = self.model(input_ids=x).logits[0, a:b]
+                out += rows_logprobs(logits, ids[a + 1: b + 1], k, self._texts)
+        return out
+
+    def _processors(self, params: SamplingParams, batch: int) -> list:
+        """Logits processors for `params`: the response_format constraint (llguidance), or none."""
+        from lifecycle.constrain import json_logits_processor, json_schema_of
+
+        schema = json_schema_of(params.response_format)
+        if schema is None:
+            return []
+        return [json_logits_processor(self.tok, schema, self.vocab_size, self.eos_ids, batch)]
 
     def count_tokens(self, prompt: Prompt) -> int:
         return len(self._encode(prompt))
@@ -70,8 +113,8 @@ class HFEngine(Engine):
             kw.update(stop_strings=params.stop, tokenizer=self.tok)
         return kw
 
-    def _finish(self, new_ids: list[int], params: SamplingParams) -> tuple[str, int, str]:
-        """Cut at EOS, decode, cut at the first stop string; return (text, tokens, finish_reason)."""
+    def _finish(self, new_ids: list[int], params: SamplingParams) -> tuple[str, int, str, int | None]:
+        """Cut at EOS, decode, cut at the first stop string; return (text, tokens, finish_reason, cut)."""
         reason = "length"
         for i, t in enumerate(new_ids):
             if t in self.eos_ids:
@@ -81,7 +124,7 @@ class HFEngine(Engine):
         cut = first_stop(text, params.stop)
         if cut is not None:
             text, reason = text[:cut], "stop"
-        return text, len(new_ids), reason
+        return text, len(new_ids), reason, cut
 
     # ---- the three operations ------------------------------------------------------------------------
     def generate(self, prompts: list[Prompt], params: SamplingParams | None = None) -> list[Completion]:
@@ -95,15 +138,34 @@ class HFEngine(Engine):
         out: list[Completion] = []
         for start in range(0, len(encoded), self.max_batch_size):
             batch = encoded[start: start + self.max_batch_size]
+            prompt_lps = [self._prompt_logprobs(x, params.prompt_logprobs) if params.prompt_logprobs is not None
+                          else None for x in batch]
+            if params.max_tokens == 0:  # score the prompt only
+                out += [Completion("", len(x), 0, "length", [] if params.logprobs is not None else None, p)
+                        for x, p in zip(batch, prompt_lps)]
+                continue
             width = max(len(x) for x in batch)
             pad = self.pad_id
             input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch], device=self.device)
             mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch], device=self.device)
-            with torch.inference_mode():
-                gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **self._gen_kwargs(params))
-            for row, ids in zip(gen, batch):
-                text, n, reason = self._finish(row[width:].tolist(), params)
-                out.append(Completion(text=text, prompt_tokens=len(ids), completion_tokens=n, finish_reason=reason))
+            procs = self._processors(params, len(batch))
+            recorder = _Recorder(self.model, params.logprobs, self._texts) if params.logprobs is not None else None
+            try:
+                with torch.inference_mode():
+                    gen = self.model.generate(input_ids=input_ids, attention_mask=mask, **self._gen_kwargs(params),
+                                              logits_processor=([recorder] if recorder else []) + procs)
+            finally:
+                if recorder:
+                    recorder.close()
+            for i, (row, ids) in enumerate(zip(gen, batch)):
+                new_ids = row[width:].tolist()
+                text, n, reason, cut = self._finish(new_ids, params)
+                lps = None
+                if recorder:
+                    lps = recorder.rows_of(i, gen[:, -1].tolist())[:n]
+                    lps = lps[: kept_tokens(new_ids[:n], lambda t: self.tok.decode(t, skip_special_tokens=True), cut)]
+                out.append(Completion(text=text, prompt_tokens=len(ids), completion_tokens=n, finish_reason=reason,
+                                      logprobs=lps, prompt_logprobs=prompt_lps[i]))
         return out
 
     def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> Iterator[StreamEvent]:
@@ -112,11 +174,19 @@ class HFEngine(Engine):
         torch = self.torch
         ids = self._encode(prompt)
         self._check_length(ids, params)
+        procs = self._processors(params, 1)
+        prompt_lps = self._prompt_logprobs(ids, params.prompt_logprobs) if params.prompt_logprobs is not None else None
+        if params.max_tokens == 0:
+            yield StreamEvent("", finish_reason="length", logprobs=[] if params.logprobs is not None else None,
+                              prompt_logprobs=prompt_lps)
+            return
         if params.seed is not None:
             torch.manual_seed(params.seed)
         tokens: queue.Queue = queue.Queue()
         halt = threading.Event()
-        streamer = _QueueStreamer(tokens)
+        recorder = _Recorder(self.model, params.logprobs, self._texts) if params.logprobs is not None else None
+        entries: list | None = [] if recorder else None
+        streamer = _QueueStreamer(tokens, recorder)
         kwargs = self._gen_kwargs(params)
         kwargs.pop("stop_strings", None)
         kwargs.pop("tokenizer", None)
@@ -128,10 +198,13 @@ class HFEngine(Engine):
 
         def run() -> None:
             try:
+                if recorder:
+                    recorder.ident = threading.get_ident()
                 with torch.inference_mode():
                     self.model.generate(input_ids=torch.tensor([ids], device=self.device),
                                         attention_mask=torch.ones(1, len(ids), dtype=torch.long, device=self.device),
-                                        streamer=streamer, stopping_criteria=StoppingCriteriaList([_Halt()]), **kwargs)
+                                        streamer=streamer, stopping_criteria=StoppingCriteriaList([_Halt()]),
+                                        logits_processor=([recorder] if recorder else []) + procs, **kwargs)
             except BaseException as e:  # surfaced in the consumer thread below
                 tokens.put(e)
             finally:
@@ -144,14 +217,23 @@ class HFEngine(Engine):
             while (item := tokens.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
-                yield item
+                token, entry = item
+                if entries is not None:
+                    entries.append(entry)
+                yield token
 
         try:
-            yield from detokenize_stream(produced(), lambda ids: self.tok.decode(ids, skip_special_tokens=True),
-                                         params, self.eos_ids, self.byte_ids)
+            first = True
+            for ev in detokenize_stream(produced(), lambda ids: self.tok.decode(ids, skip_special_tokens=True),
+                                        params, self.eos_ids, self.byte_ids, logprobs=entries):
+                if first:
+                    ev.prompt_logprobs, first = prompt_lps, False
+                yield ev
         finally:  # EOS, a stop string or a closed consumer: stop the generating thread
             halt.set()
             worker.join(timeout=30)
+            if recorder:
+                recorder.close()
 
     def score(self, requests: list[tuple[str, str]]) -> list[Score]:
         """Log-likelihood of each continuation, with logits kept only where a continuation token is scored."""
@@ -171,11 +253,59 @@ class HFEngine(Engine):
         self.model = None
 
 
-class _QueueStreamer:
-    """A transformers streamer that hands generated token ids to a queue (the prompt is skipped)."""
+class _Recorder:
+    """Each generated token's logprob from the model's raw logits. A forward hook keeps the last position's
+    logits of every forward pass that generate runs in the recording thread; as a logits processor (first in
+    the list, and transformers runs processors before temperature and top_p) it sees each step's input ids,
+    whose last column is the previous step's choice. Entries are built as soon as the token is known."""
 
-    def __init__(self, q: queue.Queue):
+    def __init__(self, model, k: int, texts):
+        self.k, self.texts = k, texts
+        self.ident = threading.get_ident()
+        self.raw = None  # [batch, vocab] raw logits of the latest forward pass
+        self.pending = None  # the raw rows the next choice is made from
+        self.rows: list[list] = []  # per batch row: TokenLogprobs so far
+        self.handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output) -> None:
+        if threading.get_ident() == self.ident:
+            logits = output.logits if hasattr(output, "logits") else output[0]
+            self.raw = logits[:, -1].float()
+
+    def _take(self, tokens: list[int]) -> list:
+        from lifecycle.logprobs import rows_logprobs
+
+        found = rows_logprobs(self.pending, tokens, self.k, self.texts)
+        if not self.rows:
+            self.rows = [[] for _ in tokens]
+        for row, entry in zip(self.rows, found):
+            row.append(entry)
+        self.pending = None
+        return found
+
+    def __call__(self, input_ids, scores):
+        if self.pending is not None:
+            self._take(input_ids[:, -1].tolist())
+        self.pending = self.raw if self.raw is not None else scores.float()
+        return scores
+
+    def rows_of(self, i: int, last: list[int]) -> list:
+        """Row i's entries, the final step's included (its choice is the last column of the output)."""
+        if self.pending is not None:
+            self._take(last)
+        return self.rows[i] if self.rows else []
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+class _QueueStreamer:
+    """A transformers streamer that hands generated token ids to a queue (the prompt is skipped), each with
+    its TokenLogprob when a recorder is given (None otherwise)."""
+
+    def __init__(self, q: queue.Queue, recorder: _Recorder | None = None):
         self.q = q
+        self.recorder = recorder
         self.skipped_prompt = False
 
     def put(self, value) -> None:
@@ -183,7 +313,8 @@ class _QueueStreamer:
             self.skipped_prompt = True
             return
         for t in value.reshape(-1).tolist():
-            self.q.put(t)
+            entry = self.recorder._take([t])[0] if self.recorder is not None and self.recorder.pending is not None else None
+            self.q.put((t, entry))
 
     def end(self) -> None:
         pass
