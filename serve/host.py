@@ -85,7 +85,7 @@ class EngineHost:
     def info(self) -> dict:
         return {"name": self.name, "context_length": self.engine.context_length, "can_batch": self.can_batch,
                 "engine_calls": self.engine_calls, "requests": self.requests, "in_flight": self.in_flight,
-                "rejected": self.rejected}
+                "rejected": self.rejected, "engine_threads": self._active}
 
     # ---- admission -----------------------------------------------------------------------------------
     def retry_after_s(self) -> int:

@@ -31,6 +31,12 @@ from serve.host import EngineHost, load_model
 from serve.protocol import APIError
 
 HEALTH_REFRESH_S = 1.0  # how stale a cached /health answer may get
+RETRIES = 2  # times a request whose replica died before answering is sent again (to another replica)
+_REPLICA_DIED = ("RayActorError", "ActorDiedError", "ActorUnavailableError")
+
+
+def _replica_died(e: BaseException) -> bool:
+    return any(c.__name__ in _REPLICA_DIED for c in type(e).__mro__)
 
 
 @serve.deployment(max_ongoing_requests=64, health_check_period_s=5, health_check_timeout_s=30)
@@ -101,23 +107,34 @@ class RayBackend:
 
     async def complete(self, model: str, prompts: list[Prompt], params: SamplingParams,
                        n: int) -> tuple[list[Completion], int]:
-        try:
-            return await self.handles[model].complete.remote(prompts, params, n)
-        except BackPressureError as e:  # Serve's handle queue (max_queued_requests) is full
-            raise _queue_full(model, e) from None
+        for attempt in range(RETRIES + 1):
+            try:
+                return await self.handles[model].complete.remote(prompts, params, n)
+            except BackPressureError as e:  # Serve's handle queue (max_queued_requests) is full
+                raise _queue_full(model, e) from None
+            except Exception as e:  # a killed replica: generation has no side effects, so run it again
+                if not _replica_died(e) or attempt == RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     async def stream(self, model: str, prompt: Prompt, params: SamplingParams) -> AsyncIterator[dict]:
-        gen = self.handles[model].options(stream=True).stream.remote(prompt, params)
-        finished = False
-        try:
+        for attempt in range(RETRIES + 1):  # until the first event, a dead replica's stream is retried
+            gen = self.handles[model].options(stream=True).stream.remote(prompt, params)
             try:
                 first = await gen.__anext__()
+                break
             except StopAsyncIteration:
-                finished = True
                 return
             except BackPressureError as e:
-                finished = True
                 raise _queue_full(model, e) from None
+            except Exception as e:
+                if not _replica_died(e) or attempt == RETRIES:
+                    raise
+            except BaseException:  # cancelled before the first event: stop the replica's work too
+                gen.cancel()
+                raise
+        finished = False
+        try:
             yield first
             async for event in gen:
                 yield event

@@ -179,3 +179,53 @@ def test_stream_equals_non_stream_with_multibyte_text(hf_engine):
             assert streamed == full, (seed, streamed, full)
             checked_multibyte |= any(ord(c) > 127 for c in full)
         assert checked_multibyte, "no multi-byte character was generated; the test checked nothing"
+
+
+# ---- Ray's errors, turned into HTTP answers inside RayBackend (no cluster needed) ---------------------
+class _Call:
+    def __init__(self, outcomes: list):
+        self.outcomes, self.calls = outcomes, 0
+
+    def remote(self, *args):
+        outcome = self.outcomes[min(self.calls, len(self.outcomes) - 1)]
+        self.calls += 1
+
+        async def answer():
+            if isinstance(outcome, BaseException):
+                raise outcome
+            return outcome
+        return answer()
+
+
+class _Handle:
+    """Stands in for a DeploymentHandle: `complete` answers from a script of outcomes."""
+
+    def __init__(self, outcomes: list):
+        self.complete = _Call(outcomes)
+
+
+def test_ray_backend_turns_backpressure_into_429_and_retries_dead_replicas():
+    import asyncio
+
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    from serve.protocol import APIError
+    from serve.ray_backend import RETRIES, RayBackend
+
+    full = _Handle([BackPressureError(num_queued_requests=8, max_queued_requests=8)])
+    with pytest.raises(APIError) as e:
+        asyncio.run(RayBackend({"m": full}).complete("m", ["a"], SamplingParams(), 1))
+    assert e.value.status == 429 and e.value.headers == {"Retry-After": "1"} and e.value.type == "rate_limit_error"
+    assert full.complete.calls == 1
+
+    flaky = _Handle([ActorDiedError(), ActorDiedError(), ("ok", 1)])
+    assert asyncio.run(RayBackend({"m": flaky}).complete("m", ["a"], SamplingParams(), 1)) == ("ok", 1)
+    dead = _Handle([ActorDiedError()])
+    with pytest.raises(ActorDiedError):
+        asyncio.run(RayBackend({"m": dead}).complete("m", ["a"], SamplingParams(), 1))
+    assert dead.complete.calls == RETRIES + 1
+    broken = _Handle([ValueError("a bug, not a dead replica")])
+    with pytest.raises(ValueError):
+        asyncio.run(RayBackend({"m": broken}).complete("m", ["a"], SamplingParams(), 1))
+    assert broken.complete.calls == 1
