@@ -15,7 +15,8 @@ from __future__ import annotations
 # top-level module -> the extra that installs it (see [project.optional-dependencies] in pyproject.toml)
 EXTRA_OF = {
     **dict.fromkeys(("torch", "transformers", "peft", "trl", "accelerate", "sentencepiece", "safetensors"), "train"),
-    **dict.fromkeys(("datasets", "datasketch", "trafilatura", "lxml_html_clean", "pyarrow", "py3langid"), "data"),
+    **dict.fromkeys(("datasets", "datasketch", "trafilatura", "lxml_html_clean", "pyarrow", "py3langid",
+                     "phonenumbers", "stdnum"), "data"),
     **dict.fromkeys(("sklearn", "scipy", "rouge_score", "sacrebleu"), "eval"),
     **dict.fromkeys(("torchao", "bitsandbytes", "llama_cpp", "conversion", "gguf", "onnxruntime_genai", "onnx",
                      "onnxruntime", "onnx_ir", "onnxscript", "gptqmodel", "optimum"), "quant"),

@@ -1,8 +1,7 @@
-"""Cleaning: Unicode and whitespace normalisation, HTML to text, quality filters and PII redaction.
+"""Cleaning: Unicode and whitespace normalisation, HTML to text and quality filters (PII: lifecycle.data.pii).
 
     text = normalise_text(raw)                      # NFKC, control chars, whitespace
     reason = quality_reason(text, rules)            # None, or "gopher_symbols", "repetition_lines", ...
-    text, counts = redact_pii(text)                 # "[EMAIL]", "[PHONE]", "[IP]", "[ID]"; counts per kind
 
 The quality rules follow Gopher (Rae et al. 2021, appendix A): word-length, symbol, bullet and ellipsis
 ratios, and duplicate line/paragraph/n-gram fractions. They judge prose, so they apply only to texts of at
@@ -186,38 +185,6 @@ def quality_reason(text: str, rules: QualityRules) -> str | None:
         if frac <= floor:
             break
     return None
-
-
-# ---- PII -------------------------------------------------------------------------------------------------
-
-_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-PII_PATTERNS: tuple[tuple[str, re.Pattern], ...] = (
-    ("EMAIL", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
-    ("IP", re.compile(rf"(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w.]|\.\d)")),
-    ("IP", re.compile(r"(?<![\w:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|"
-                      r"(?:[0-9A-Fa-f]{1,4}:){1,7}:(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})?|"
-                      r"::[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4}){0,6})(?![\w:])")),
-    ("PHONE", re.compile(r"(?<![\w+])(?:\+\d{1,3}[\s.-]?(?:\(\d{1,4}\)[\s.-]?)?\d{1,4}(?:[\s.-]?\d{2,4}){1,4}|"
-                         r"\(\d{3}\)\s?\d{3}[\s.-]\d{4}|\d{3}[.-]\d{3}[.-]\d{4}|0\d{2,4}[\s/-]\d{3,8})(?![\w-])")),
-    ("ID", re.compile(r"(?<![\w.])\d(?:[ -]?\d){8,}(?![\w.])")),
-)
-
-
-def redact_pii(text: str) -> tuple[str, Counter]:
-    """Replace emails, IP addresses, phone numbers and long digit runs with [EMAIL], [IP], [PHONE], [ID]."""
-    counts: Counter = Counter()
-    for kind, pattern in PII_PATTERNS:
-        def _sub(m: re.Match, kind: str = kind) -> str:
-            s = m.group(0)
-            digits = sum(c.isdigit() for c in s)
-            if kind == "IP" and ":" in s and digits == 0:
-                return s  # "a::b" in C++ is not an address
-            if kind == "PHONE" and not 7 <= digits <= 15:
-                return s
-            counts[kind] += 1
-            return f"[{kind}]"
-        text = pattern.sub(_sub, text)
-    return text, counts
 
 
 # ---- language --------------------------------------------------------------------------------------------

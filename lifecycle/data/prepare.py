@@ -24,11 +24,11 @@ from lifecycle.data.clean import (
     looks_like_html,
     normalise_text,
     quality_reason,
-    redact_pii,
 )
 from lifecycle.data.collect import TEXT_KINDS, head, read, sources
 from lifecycle.data.crawl import CrawlOptions
 from lifecycle.data.dedup import Deduper
+from lifecycle.data.pii import redact_pii
 from lifecycle.data.report import Report
 from lifecycle.data.tokens import token_counter
 from lifecycle.errors import UserError
@@ -57,7 +57,8 @@ class PrepareConfig:
     gopher_min_words: int = field(50, help="texts with fewer words skip the Gopher rules (they judge prose)")
     languages: list[str] = field([], help="keep only these languages, e.g. [en, de] (needs py3langid); empty = off")
     language_min_score: float = field(0.5, help="minimum language-id probability to keep a record")
-    redact_pii: bool = field(False, help="replace emails, phones, IPs and long digit runs with [EMAIL] etc.")
+    redact_pii: bool = field(False, help="replace emails, IPs, phones, cards, IBANs and SSNs with [EMAIL] etc. "
+                                         "(checksums and context: ordinary numbers stay)")
     dedup_exact: bool = field(True, help="drop records whose case/space-normalised text was seen before")
     dedup_near: bool = field(True, help="drop near-duplicates by MinHash LSH (datasketch); costs ~0.1 ms/record")
     near_threshold: float = field(0.8, help="Jaccard similarity from which records count as near-duplicates")
