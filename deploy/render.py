@@ -18,6 +18,7 @@ RELEASE_ROOT = "/opt/release"
 MODELS_ROOT = "/opt/models"
 RAY_VERSION = "2.60.0"
 SERVE_PORT = 8000
+API_KEY_ENV = "LIFECYCLE_API_KEY"  # the variable the image and the manifest use by default
 
 
 def release_models(release: Path) -> list[dict]:
@@ -28,7 +29,8 @@ def release_models(release: Path) -> list[dict]:
     return [{"name": target["name"], "path": f"{RELEASE_ROOT}/{target['artifact']}"}]
 
 
-def _pod(image: str, name: str, cpu: str, memory: str, serve_port: bool) -> dict:
+def _pod(image: str, name: str, cpu: str, memory: str, serve_port: bool, key_env: str = "",
+         key_secret: str = "") -> dict:
     ports = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
              {"containerPort": 10001, "name": "client"}]
     if serve_port:
@@ -36,15 +38,20 @@ def _pod(image: str, name: str, cpu: str, memory: str, serve_port: bool) -> dict
     return {"spec": {"containers": [{
         "name": name, "image": image, "ports": ports if serve_port else [],
         "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}, {"name": "OMP_NUM_THREADS", "value": "1"},
-                {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"}],
+                {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"}]
+        + ([{"name": key_env, "valueFrom": {"secretKeyRef": {"name": key_secret, "key": "api-key"}}}] if key_env else []),
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
     }]}}
 
 
 def rayservice(serve_cfg: dict, name: str, image: str, workers: int = 1, worker_cpu: str = "2",
                worker_memory: str = "4Gi") -> dict:
-    """A ray.io/v1 RayService: the Serve config as serveConfigV2, one head (no replicas) and a worker group."""
+    """A ray.io/v1 RayService: the Serve config as serveConfigV2, one head (no replicas) and a worker group.
+    When the app reads its API key from a variable, every pod gets it from the Secret `<name>-api-key`."""
     import yaml
+
+    key_env = serve_cfg["applications"][0]["args"]["options"].get("api_key_env", "")
+    keys = {"key_env": key_env, "key_secret": f"{name}-api-key"}
 
     return {
         "apiVersion": "ray.io/v1",
@@ -57,12 +64,12 @@ def rayservice(serve_cfg: dict, name: str, image: str, workers: int = 1, worker_
                 "headGroupSpec": {
                     # the head runs Ray's control plane and the HTTP proxy; replicas go to workers
                     "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": _pod(image, "ray-head", "1", "2Gi", serve_port=True),
+                    "template": _pod(image, "ray-head", "1", "2Gi", serve_port=True, **keys),
                 },
                 "workerGroupSpecs": [{
                     "groupName": "cpu", "replicas": workers, "minReplicas": workers,
                     "maxReplicas": max(workers, 4), "rayStartParams": {},
-                    "template": _pod(image, "ray-worker", worker_cpu, worker_memory, serve_port=False),
+                    "template": _pod(image, "ray-worker", worker_cpu, worker_memory, serve_port=False, **keys),
                 }],
             },
         },
@@ -101,6 +108,8 @@ def render(output: Path, release: Path | None = None, models: list[str] | None =
         specs = [parse_model_spec(m) for m in models or []]
         specs = [s if s["path"] == "mock" else {"name": s["name"], "path": f"{MODELS_ROOT}/{s['name']}"} for s in specs]
     cfg = build(ServeConfig, config, {"host": "0.0.0.0", "port": SERVE_PORT}, sets)
+    if not (cfg.api_key_env or cfg.api_keys_file or cfg.allow_unauthenticated):
+        cfg.api_key_env = API_KEY_ENV  # the pods serve on 0.0.0.0: a key unless the user opts out
     scfg = serve_config(cfg, specs)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

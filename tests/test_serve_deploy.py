@@ -63,6 +63,42 @@ def test_rayservice_from_release_matches_crd_subset(tmp_path, base_artifact):
     assert serve_cfg["http_options"]["host"] == "0.0.0.0"
     workers = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
     assert workers["replicas"] == 2 and workers["template"]["spec"]["containers"][0]["image"] == "reg/lifecycle:1"
+    # 0.0.0.0 in the pods: an API key from a Secret by default, on every pod
+    assert app["args"]["options"]["api_key_env"] == "LIFECYCLE_API_KEY"
+    head = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]
+    for pod in (head, workers):
+        [env] = [e for e in pod["template"]["spec"]["containers"][0]["env"] if e["name"] == "LIFECYCLE_API_KEY"]
+        assert env["valueFrom"]["secretKeyRef"] == {"name": "lifecycle-api-key", "key": "api-key"}
+
+
+def test_deploy_without_a_key_only_when_asked(tmp_path, base_artifact):
+    paths = render(tmp_path / "o", release=_release(tmp_path, base_artifact), sets=["allow_unauthenticated=true"])
+    manifest = yaml.safe_load(paths[1].read_text())
+    assert "api_key_env" not in yaml.safe_load(manifest["spec"]["serveConfigV2"])["applications"][0]["args"]["options"]
+    envs = manifest["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
+    assert "LIFECYCLE_API_KEY" not in {e["name"] for e in envs}
+
+
+def test_serve_refuses_an_open_host_without_a_key(tmp_path):
+    from serve.config import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.1.2.3")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("10.0.0.5")
+
+    def serve(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lifecycle.cli", "serve", "--model", "mock", *args,
+                               "--write-config", str(tmp_path / "s.yaml")], capture_output=True, text=True,
+                              timeout=60, env=env)
+
+    r = serve("--host", "0.0.0.0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert "refusing to serve on 0.0.0.0 without an API key" in line and "--allow-unauthenticated" in line
+    assert serve("--host", "0.0.0.0", "--allow-unauthenticated").returncode == 0
+    import os
+
+    assert serve("--host", "0.0.0.0", "--api-key-env", "K", env={**os.environ, "K": "x"}).returncode == 0
+    assert serve("--host", "127.0.0.1").returncode == 0
 
 
 def test_schema_catches_a_missing_required_field(tmp_path, base_artifact):
@@ -103,8 +139,10 @@ def test_write_config_cli_and_builder(tmp_path):
 def test_templates_parse(tmp_path):
     _check_serve_config(yaml.safe_load((DEPLOY / "serve-config.template.yaml").read_text()))
     docker = (DEPLOY / "Dockerfile").read_text()
-    cmd = [ln for ln in docker.splitlines() if ln.startswith("CMD")][-1]
-    assert json.loads(cmd[3:].strip())[:2] == ["lifecycle", "serve"]
+    cmd = json.loads([ln for ln in docker.splitlines() if ln.startswith("CMD")][-1][3:].strip())
+    assert cmd[:2] == ["lifecycle", "serve"]
+    # the image serves on 0.0.0.0, so it needs a key unless the user overrides CMD explicitly
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0" and cmd[cmd.index("--api-key-env") + 1] == "LIFECYCLE_API_KEY"
     # the CLI registers every area's commands at import, so the image needs every package
     from lifecycle.release.codegraph import PACKAGES
 
