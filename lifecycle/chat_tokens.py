@@ -10,7 +10,8 @@ token, so a user can close their turn and open a forged system turn. Here the te
 with each content replaced by a unique sentinel, which locates every content span in the real rendering.
 When no special token falls inside a content span the ids are exactly the normal ones (nothing changes for
 ordinary chats). Otherwise the text is tokenized in pieces: the template's own text normally, each content
-with `split_special_tokens=True`. A template that changes content in a way the spans cannot be found for
+with every added token's text read as characters (`plain_ids`: `split_special_tokens=True` only splits the
+tokens flagged special). A template that changes content in a way the spans cannot be found for
 (beyond trimming whitespace) is refused when a content holds special-token text, never passed through.
 """
 
@@ -23,13 +24,38 @@ from lifecycle.errors import UserError
 _TRIMS = (lambda s: s, str.strip, str.lstrip, str.rstrip)  # content transforms templates apply (Llama-3: | trim)
 
 
+_PLAIN: dict[int, tuple] = {}  # id(tok) -> (tok, a tokenizers.Tokenizer that matches no added token)
+
+
 def special_ids(tok) -> set[int]:
-    """Ids of the tokenizer's special tokens: the ones `split_special_tokens=True` turns back into text."""
+    """Ids of the tokens a chat template may use as control tokens: the special ones and every added token
+    (a SentencePiece vocabulary's `<|im_start|>` can be an added token that is not flagged special)."""
     ids = set(getattr(tok, "all_special_ids", []) or [])
-    for i, added in (getattr(tok, "added_tokens_decoder", None) or {}).items():
-        if getattr(added, "special", False):
-            ids.add(int(i))
+    ids |= {int(i) for i in (getattr(tok, "added_tokens_decoder", None) or {})}
     return ids
+
+
+def plain_ids(tok, text: str) -> list[int]:
+    """`text` tokenized with every added/special token's text treated as ordinary characters.
+
+    `split_special_tokens=True` splits only tokens flagged special; here a copy of the backend tokenizer
+    has every added token flagged special, with `encode_special_tokens` on."""
+    import json
+
+    hit = _PLAIN.get(id(tok))
+    if hit is None or hit[0] is not tok:
+        backend = getattr(tok, "backend_tokenizer", None)
+        if backend is None:
+            raise UserError("this tokenizer has no fast (tokenizers) backend; chat content cannot be kept as text")
+        from tokenizers import Tokenizer
+
+        spec = json.loads(backend.to_str())
+        for added in spec.get("added_tokens") or []:
+            added["special"] = True
+        plain = Tokenizer.from_str(json.dumps(spec))
+        plain.encode_special_tokens = True
+        hit = _PLAIN[id(tok)] = (tok, plain)
+    return hit[1].encode(text, add_special_tokens=False).ids
 
 
 def _special_strings(tok) -> list[str]:
@@ -96,15 +122,20 @@ def encode_chat(tok, messages: list[dict], add_generation_prompt: bool = True, *
             raise UserError(f"a message contains the special token {bad[0]!r}, and this model's chat template changes "
                             "message content, so it cannot be kept as plain text; remove it from the message")
         return list(enc.input_ids)
-    hit = any(i in specials and s < b and e > a for i, (s, e) in zip(enc.input_ids, enc.offset_mapping)
-              for a, b in spans)
+    hit = False
+    for i, (s, e) in zip(enc.input_ids, enc.offset_mapping):
+        if i in specials:  # the token's own text, without whitespace an lstrip/rstrip token swallowed
+            piece = tok.convert_ids_to_tokens(i) or ""
+            k = text.find(piece, s, e) if piece else -1
+            s, e = (k, k + len(piece)) if k >= 0 else (s, e)
+            hit = hit or any(s < b and e > a for a, b in spans)
     if not hit:
         return list(enc.input_ids)
     ids, pos = [], 0
     for a, b in spans:
         if a > pos:
             ids += tok(text[pos:a], add_special_tokens=False).input_ids
-        ids += tok(text[a:b], add_special_tokens=False, split_special_tokens=True).input_ids
+        ids += plain_ids(tok, text[a:b])
         pos = b
     if pos < len(text):
         ids += tok(text[pos:], add_special_tokens=False).input_ids

@@ -146,6 +146,8 @@ def rows_logprobs(logits, chosen: list[int], k: int, texts: TokenTexts) -> list:
     """TokenLogprobs of `chosen[i]` under row i of `logits` ([n, vocab], numpy or torch), log_softmax in float32."""
     import numpy as np
 
+    if not len(chosen):
+        return []
     z = np.asarray(logits.float().cpu() if hasattr(logits, "float") else logits, dtype=np.float32)
     z = z.reshape(len(chosen), -1)
     z = z - z.max(-1, keepdims=True)

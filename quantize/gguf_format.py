@@ -238,11 +238,19 @@ class GGUFEngine(TokenEngine):
         return self._vocab
 
     def _constraint(self, params):
-        """response_format through llama.cpp's own grammar sampler (see `LlamaGrammarGuide`)."""
+        """response_format through llama.cpp's own grammar sampler (`LlamaGrammarGuide`); a schema using keywords
+        llama-cpp-python's GBNF converter would drop (numeric bounds and others: `GBNF_UNENFORCED`) goes through
+        llguidance instead, as on the torch engines, so the output always validates."""
         from lifecycle.constrain import json_schema_of
 
         schema = json_schema_of(params.response_format)
-        return None if schema is None else LlamaGrammarGuide(self.llm, schema)
+        if schema is None:
+            return None
+        if gbnf_can_enforce(schema):
+            return LlamaGrammarGuide(self.llm, schema)
+        from lifecycle.constrain import JsonGuide
+
+        return JsonGuide(self.tok, schema, self._vocab, self.eos_ids)
 
     def _rows(self, ids: list[int], start: int) -> Iterator[np.ndarray]:
         """Evaluate `ids` and yield the logits rows of positions start..len(ids)-1 in blocks. The longest prefix
@@ -331,6 +339,21 @@ def trained_context(path: Path) -> int:
         return int(value) if value and value.isdigit() else 0
     finally:
         llama_cpp.llama_model_free(model)
+
+
+# JSON Schema keywords llama-cpp-python's json-schema-to-GBNF port does not enforce (it drops them silently)
+GBNF_UNENFORCED = {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf", "uniqueItems", "not",
+                   "if", "then", "else", "contains", "minProperties", "maxProperties", "propertyNames",
+                   "patternProperties", "dependentRequired", "dependentSchemas"}
+
+
+def gbnf_can_enforce(schema) -> bool:
+    """Whether llama.cpp's grammar, made from `schema` by llama-cpp-python's converter, enforces all of it."""
+    if isinstance(schema, dict):
+        return not (GBNF_UNENFORCED & set(schema)) and all(gbnf_can_enforce(v) for v in schema.values())
+    if isinstance(schema, list):
+        return all(gbnf_can_enforce(v) for v in schema)
+    return True
 
 
 class LlamaGrammarGuide:

@@ -121,7 +121,8 @@ class TokenEngine(Engine):
         from lifecycle.constrain import json_schema_of
 
         if json_schema_of(params.response_format) is not None:
-            raise UserError(f"response_format is not supported by the {type(self).__name__} engine; use a gguf-* "
+            name = getattr(self.artifact, "format", None) or type(self).__name__
+            raise UserError(f"response_format is not supported by the {name} engine; use a gguf-* "
                             "or torch (hf, int8, int4, fp8, gptq) artifact for JSON output")
         return None
 
@@ -182,6 +183,8 @@ class TokenEngine(Engine):
         if len(ids) > 1:
             for block in self._rows(ids, 0):
                 block = np.asarray(block)[: len(ids) - 1 - pos]
+                if not len(block):
+                    continue
                 out += rows_logprobs(block, ids[pos + 1: pos + 1 + len(block)], k, self._texts)
                 pos += len(block)
         return out
