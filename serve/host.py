@@ -75,7 +75,7 @@ class EngineHost:
         self._active = 0  # threads inside the engine right now (generate calls and stream pumps)
         self._idle = threading.Condition()
         self._halts: set[threading.Event] = set()
-        self._closing = False
+        self._closing = self._closed = False
         self._pool = ThreadPoolExecutor(1, thread_name_prefix=f"generate-{name}")
         self.submit: Callable[[Prompt, SamplingParams], Awaitable] = self.run_one
         self.engine_calls = 0  # generate calls made; with `requests`, gives the mean batch size
@@ -267,6 +267,8 @@ class EngineHost:
     def close(self, timeout_s: float = 30.0) -> bool:
         """Stop streams, let the running engine call finish, then close the engine. False (and the engine
         left open) if a thread is still inside it after `timeout_s`: leaking beats a native crash."""
+        if self._closed:
+            return True
         self._closing = True
         for halt in list(self._halts):
             halt.set()
@@ -277,6 +279,7 @@ class EngineHost:
             log.warning("%s: %d engine threads still running after %.0fs; leaving the engine open",
                         self.name, self._active, timeout_s)
             return False
+        self._closed = True
         self.engine.close()
         return True
 
