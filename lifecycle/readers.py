@@ -71,6 +71,8 @@ def read_lines(path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
         with open_bytes(path) as f:
             while True:
                 raw = f.readline(max_bytes + 1)
+                if lineno == 0 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]  # a BOM (Excel, Notepad) is no part of line 1; a file of just a BOM has no lines
                 if not raw:
                     return
                 lineno += 1
@@ -80,7 +82,7 @@ def read_lines(path: Path, max_bytes: int = MAX_LINE_BYTES) -> Iterator[Line]:
                     yield Line(lineno, None, f"line longer than {max_bytes} bytes")
                     continue
                 try:
-                    text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                    text = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     yield Line(lineno, None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})")
                     continue

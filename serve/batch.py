@@ -32,7 +32,7 @@ def _parse_line(raw: str, max_tokens: int, temperature: float) -> tuple[Prompt, 
         raise P.APIError(400, error)
     if not isinstance(data, dict):
         raise P.APIError(400, "line must be a JSON object")
-    data = {"temperature": temperature, **data}
+    data = {"temperature": temperature, "model": "batch", **data}  # batch runs one model: a line need not name it
     req = P.validate(P.ChatRequest if "messages" in data else P.CompletionRequest, data)
     prompts = req.prompts()
     if len(prompts) != 1 or req.n != 1:

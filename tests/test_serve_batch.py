@@ -94,3 +94,62 @@ def test_ray_data_path_matches_local(infile, tmp_path):
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert on_ray.read_text() == local.read_text()
+
+
+def test_fuzz_every_input_line_gets_one_output_line_in_order(tmp_path_factory):
+    """Random lines (valid requests holding U+2028/NUL/RTL marks raw, lone surrogates escaped, bad bytes, cut
+    JSON, deep nesting, blank lines, CRLF, a BOM): output line i always answers input line i."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    examples = int(os.environ.get("LIFECYCLE_FUZZ_EXAMPLES", "60"))
+    special = st.sampled_from(["\u2028", "\u2029", "\x85", "\x00", "\u200f", "\u202e", "\ufeff", "\r", "\n",
+                               "\ud800"])
+    text = st.one_of(st.text(st.one_of(st.characters(exclude_categories=("Cs",)), special), max_size=20),
+                     st.just("fail here"))  # the mock engine raises on the word "fail"
+    request = st.one_of(st.fixed_dictionaries({"prompt": text}, optional={"id": st.one_of(text, st.integers()),
+                                                                           "max_tokens": st.integers(-2, 4)}),
+                        st.fixed_dictionaries({"messages": st.lists(st.fixed_dictionaries(
+                            {"role": st.sampled_from(["user", "assistant", "system", "bogus"]),
+                             "content": st.one_of(text, st.integers())}), max_size=3)}))
+
+    @st.composite
+    def line(draw):
+        kind = draw(st.sampled_from(["request", "request", "garbage", "cut", "deep", "blank"]))
+        if kind == "request":
+            return json.dumps(draw(request), ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+        if kind == "garbage":
+            return draw(st.binary(max_size=20)).replace(b"\n", b" ")
+        if kind == "cut":
+            raw = json.dumps(draw(request), ensure_ascii=False).encode("utf-8", "surrogatepass")
+            return raw[: draw(st.integers(0, len(raw)))]
+        if kind == "deep":
+            return b"[" * 5000 + b"]" * 5000
+        return b""
+
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(lines=st.lists(line(), max_size=10), crlf=st.booleans(), bom=st.booleans())
+    def check(lines, crlf, bom):
+        folder = tmp_path_factory.mktemp("fz")
+        src, out = folder / "in.jsonl", folder / "out.jsonl"
+        data = (b"\xef\xbb\xbf" if bom else b"") + b"".join(x + (b"\r\n" if crlf else b"\n") for x in lines)
+        src.write_bytes(data)
+        summary = run_batch("mock", src, out, max_tokens=3, batch_size=4)
+        recs = [json.loads(x) for x in out.read_bytes().split(b"\n")[:-1]]
+        assert summary["lines"] == len(lines) == len(recs)
+        assert [r["line"] for r in recs] == list(range(len(lines)))
+        assert summary["failed"] == sum("error" in r for r in recs)
+
+    check()
+
+
+def test_u2028_in_a_prompt_is_one_line(tmp_path):
+    """json.dumps(ensure_ascii=False) writes U+2028 raw; it used to split the line into two JSON errors."""
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text(json.dumps({"prompt": "a\u2028b"}, ensure_ascii=False) + "\n"
+                   + json.dumps({"id": "x", "prompt": "c d"}) + "\n", encoding="utf-8")
+    summary = run_batch("mock", src, out, max_tokens=2)
+    recs = _read(out)
+    assert summary["lines"] == 2 and summary["failed"] == 0
+    assert [r["line"] for r in recs] == [0, 1] and recs[1]["id"] == "x"
