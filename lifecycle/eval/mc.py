@@ -48,7 +48,7 @@ def read_mmlu(root: str | Path, split: str = "test") -> list[dict]:
     items = []
     for f in files:
         subject = f.name[: -len(f"_{split}.csv")]
-        with open(f, newline="", encoding="utf-8") as fh:
+        with open(f, newline="", encoding="utf-8-sig") as fh:  # a BOM (Excel) is no part of the first question
             for i, row in enumerate(csv.reader(fh), 1):
                 if len(row) != 6:
                     raise UserError(f"{f} row {i}: expected 6 columns (question,A,B,C,D,answer), got {len(row)}")
