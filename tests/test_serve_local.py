@@ -145,7 +145,7 @@ def test_batching_merges_concurrent_requests(hf_engine):
     (b'{"model": "mock", "prompt": "a", "max_tokens": 0}', 400, "max_tokens"),
     (b'{"model": "mock", "prompt": "a", "top_p": 0}', 400, "top_p"),
     (b'{"model": "mock", "prompt": "a", "stream": "yes"}', 400, "stream"),
-    (b'{"model": "mock", "prompt": "a", "n": 2, "stream": true}', 400, "n"),
+    (b'{"model": "mock", "prompt": "a", "n": 17, "stream": true}', 400, "n"),
 ])
 @pytest.mark.integration
 def test_completion_errors(server, body, status, param):

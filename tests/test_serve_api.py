@@ -1,0 +1,163 @@
+"""The OpenAI API surface against hostile and unusual requests: no 5xx, one error shape on every route, the
+OpenAPI document, strict mode, n with streaming, logprobs and echo, response_format, special tokens as text.
+
+    python -m pytest tests/test_serve_api.py -q
+"""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import jsonschema
+import pytest
+
+from lifecycle.engine import SamplingParams
+from lifecycle.sse import parse_events
+from serve.app import build_app
+from serve.host import EngineHost
+from serve.local import LocalBackend, ServerThread
+from serve.mock import MockEngine
+
+pytestmark = pytest.mark.integration
+CHAT = [{"role": "user", "content": "What is 12+34?"}]
+
+
+@pytest.fixture(scope="module")
+def server(hf_engine):
+    hosts = {"tiny-arith": EngineHost(hf_engine, "tiny-arith"),
+             "mock": EngineHost(MockEngine(context_length=256), "mock", stream_interval_s=0.0)}
+    with ServerThread(build_app(LocalBackend(hosts), {"max_tokens_limit": 100})) as srv:
+        yield srv
+
+
+def post(server, path: str, body, headers: dict | None = None) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(server.url + path, content=content, timeout=60,
+                      headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def error(resp: httpx.Response, status: int) -> dict:
+    assert resp.status_code == status, resp.text
+    assert resp.headers["content-type"].startswith("application/json")
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["message"]
+    return err
+
+
+# ---- hostile bodies ------------------------------------------------------------------------------------
+DEEP = b'{"model": "mock", "prompt": "a", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/completions", b'{"model": "\\ud800", "prompt": "a"}', "model"),
+    ("/v1/chat/completions", b'{"model": "mock", "messages": [{"role": "user", "content": "hi \\udfff"}]}', "messages"),
+    ("/v1/completions", DEEP, None),
+    ("/v1/completions", b'{"model": "mock", "prompt": "a", "seed": 18446744073709551616}', "seed"),
+    ("/v1/completions", b'{"model": "mock", "prompt": [1, -2]}', "prompt"),
+    ("/v1/completions", b'{"model": "mock", "prompt": "a", "stop": ["a", "b", "c", "d", "e"]}', "stop"),
+    ("/v1/completions", json.dumps({"model": "mock", "prompt": "a", "stop": "x" * 257}).encode(), "stop"),
+    ("/v1/completions", json.dumps({"model": "mock", "prompt": ["a"] * 65}).encode(), "prompt"),
+    ("/v1/chat/completions", json.dumps({"model": "mock", "messages": [{"role": "user", "content": "a"}] * 513}).encode(),
+     "messages"),
+    ("/v1/chat/completions", b'{"model": "mock", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
+     "messages"),
+    ("/v1/completions", b'{"model": "mock", "prompt": "a", "max_tokens": 0}', "max_tokens"),
+    ("/v1/completions", b'{"model": "mock", "prompt": "a", "temperature": 1e999}', "temperature"),
+    ("/invocations", b'{"messages": "\\ud800"}', "messages"),
+])
+def test_hostile_bodies_get_4xx_in_openai_shape(server, path, body, param):
+    assert error(post(server, path, body), 400)["param"] == param
+
+
+def test_values_that_cannot_be_honoured_are_mapped(server):
+    greedy = post(server, "/v1/chat/completions", {"model": "tiny-arith", "messages": CHAT, "max_tokens": 8,
+                                                   "temperature": 0}).json()["choices"][0]["message"]["content"]
+    for t in (1e-40, 1e-320):  # underflowing temperatures are greedy on every engine
+        r = post(server, "/v1/chat/completions", {"model": "tiny-arith", "messages": CHAT, "max_tokens": 8, "temperature": t})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == greedy
+
+    def sampled(seed):
+        body = {"model": "tiny-arith", "prompt": "12+", "max_tokens": 12, "temperature": 1.5, "seed": seed}
+        r = post(server, "/v1/completions", body)
+        assert r.status_code == 200, r.text
+        return r.json()["choices"][0]["text"]
+    for seed in (2**63 - 1, -(2**63), -5):
+        assert sampled(seed) == sampled(seed % 2**32)  # seeds are reduced mod 2^32, documented
+
+
+def test_empty_stop_strings_are_ignored(server):
+    def text(stop):
+        body = {"model": "tiny-arith", "messages": CHAT, "max_tokens": 8, "temperature": 0, "stop": stop}
+        return post(server, "/v1/chat/completions", body).json()["choices"][0]["message"]["content"]
+    full = text([])
+    assert len(full) > 1 and text([""]) == full and text("") == full
+
+
+def test_every_route_answers_in_openai_shape(server):
+    assert error(httpx.get(server.url + "/v1/nope"), 404)["code"] == "not_found"
+    assert error(httpx.get(server.url + "/v1/chat/completions"), 405)["code"] == "method_not_allowed"
+    assert error(httpx.get(server.url + "/v1/models/nope"), 404)["code"] == "model_not_found"
+    card = httpx.get(server.url + "/v1/models/tiny-arith").json()
+    assert card["id"] == "tiny-arith" and card["object"] == "model"
+
+
+# ---- the OpenAPI document --------------------------------------------------------------------------------
+def validator(doc: dict, name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator({"$ref": f"#/components/schemas/{name}", "components": doc["components"]})
+
+
+def test_openapi_describes_requests_and_responses(server):
+    doc = httpx.get(server.url + "/openapi.json").json()
+    for path in ("/v1/chat/completions", "/v1/completions", "/invocations"):
+        body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body, path
+        assert {"200", "400", "404", "429", "500"} <= set(doc["paths"][path]["post"]["responses"])
+    req = doc["components"]["schemas"]["ChatRequest"]
+    assert {"model", "messages"} <= set(req["required"]) and "logprobs" in req["properties"]
+    assert doc["components"]["schemas"]["CompletionRequest"]["properties"]["max_tokens"]["anyOf"][0]["maximum"] == 100
+    # what the server sends validates against what the document says it sends
+    chat = post(server, "/v1/chat/completions", {"model": "tiny-arith", "messages": CHAT, "max_tokens": 4}).json()
+    validator(doc, "ChatCompletion").validate(chat)
+    text = post(server, "/v1/completions", {"model": "mock", "prompt": "a b", "max_tokens": 3, "n": 2}).json()
+    validator(doc, "TextCompletion").validate(text)
+    validator(doc, "ErrorResponse").validate(post(server, "/v1/completions", {"model": "mock"}).json())
+    with pytest.raises(jsonschema.ValidationError):  # and the check can fail
+        validator(doc, "ChatCompletion").validate(text)
+    stream = post(server, "/v1/chat/completions", {"model": "mock", "messages": CHAT, "max_tokens": 3, "stream": True,
+                                                   "stream_options": {"include_usage": True}})
+    for event in parse_events(stream.text):
+        validator(doc, "ChatCompletionChunk").validate(event)
+
+
+def test_strict_mode_refuses_ignored_fields(server):
+    body = {"model": "mock", "prompt": "a", "max_tokens": 2, "user": "u1", "logit_bias": {"5": 1}, "suffix": None}
+    r = post(server, "/v1/completions", body)
+    assert r.status_code == 200 and r.headers["x-lifecycle-ignored"] == "user,logit_bias"  # null is not ignored
+    err = error(post(server, "/v1/completions", body, {"X-Lifecycle-Strict": "true"}), 400)
+    assert err["code"] == "unsupported_parameter" and err["param"] == "user"
+    clean = {"model": "mock", "prompt": "a", "max_tokens": 2}
+    assert post(server, "/v1/completions", clean, {"X-Lifecycle-Strict": "true"}).status_code == 200
+
+
+# ---- streaming with n ------------------------------------------------------------------------------------
+def test_n_and_prompt_lists_stream_with_indices(server):
+    body = {"model": "mock", "prompt": ["a b c", "x y"], "n": 2, "max_tokens": 4}
+    whole = post(server, "/v1/completions", body).json()["choices"]
+    events = parse_events(post(server, "/v1/completions", {**body, "stream": True,
+                                                           "stream_options": {"include_usage": True}}).text)
+    texts: dict[int, str] = {}
+    for ev in events:
+        for c in ev["choices"]:
+            texts[c["index"]] = texts.get(c["index"], "") + c["text"]
+    assert texts == {c["index"]: c["text"] for c in whole} and len(texts) == 4
+    assert events[-1]["usage"]["completion_tokens"] == 16
+    chat = parse_events(post(server, "/v1/chat/completions", {"model": "tiny-arith", "messages": CHAT, "n": 2,
+                                                              "max_tokens": 6, "temperature": 0, "stream": True}).text)
+    joined = {0: "", 1: ""}
+    for ev in chat:
+        for c in ev["choices"]:
+            joined[c["index"]] += c["delta"].get("content") or ""
+    ref = post(server, "/v1/chat/completions", {"model": "tiny-arith", "messages": CHAT, "max_tokens": 6,
+                                                "temperature": 0}).json()["choices"][0]["message"]["content"]
+    assert joined == {0: ref, 1: ref}
