@@ -28,9 +28,12 @@ def test_requests_are_strict():
     params = req.sampling(64)
     assert req.prompts() == [[{"role": "user", "content": "hi"}]]
     assert (params.max_tokens, params.temperature, params.stop) == (5, 0.0, ["x"])
-    assert P.validate(P.CompletionRequest, {"prompt": "a"}).sampling(7).temperature == 1.0  # OpenAI's default
+    assert P.validate(P.CompletionRequest, {"model": "m", "prompt": "a"}).sampling(7).temperature == 1.0  # OpenAI's
+    assert P.validate(P.CompletionRequest, {"model": "m", "prompt": "a", "n": 2.0}).n == 2  # JSON Schema's integer
     for bad, param in [({"prompt": "a", "n": True}, "n"), ({"prompt": "a", "seed": 1.5}, "seed"),
-                       ({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"prompt": []}, "prompt")]:
+                       ({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"prompt": []}, "prompt"),
+                       ({"prompt": "a", "n": "2"}, "n"), ({"prompt": "a", "max_tokens": 0}, "max_tokens")]:
+        bad = {"model": "m", **bad}
         with pytest.raises(P.APIError) as e:
             P.validate(P.CompletionRequest, bad).sampling(8) and P.validate(P.CompletionRequest, bad).prompts()
         assert e.value.status == 400 and e.value.param == param
