@@ -247,7 +247,12 @@ class GGUFEngine(TokenEngine):
         if schema is None:
             return None
         if gbnf_can_enforce(schema):
-            return LlamaGrammarGuide(self.llm, schema)
+            if getattr(self, "_eog", None) is None:  # every end-of-generation id llama.cpp's grammar may allow
+                import llama_cpp
+
+                vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+                self._eog = [i for i in range(self._vocab) if llama_cpp.llama_vocab_is_eog(vocab, i)]
+            return LlamaGrammarGuide(self.llm, schema, self.eos_ids, self._eog)
         from lifecycle.constrain import JsonGuide
 
         return JsonGuide(self.tok, schema, self._vocab, self.eos_ids)
@@ -363,7 +368,10 @@ class LlamaGrammarGuide:
     every token the grammar forbids to -inf (end-of-generation tokens only once the JSON is complete);
     `llama_sampler_accept` advances it. The engine's token loop stays ours (sampling, stops, logprobs)."""
 
-    def __init__(self, llm, schema: dict):
+    def __init__(self, llm, schema: dict, eos_ids: list[int] = (), eog_ids: list[int] = ()):
+        """`eos_ids`: the ids that end our generation; other end-of-generation ids the grammar would allow once
+        the JSON is complete (`eog_ids`, e.g. `</s>` where `<|im_end|>` ends a turn) are masked, or generation
+        would go on emitting them."""
         import llama_cpp
         from llama_cpp.llama_grammar import json_schema_to_gbnf
 
@@ -377,6 +385,8 @@ class LlamaGrammarGuide:
         if not self.sampler:
             raise UserError(f"response_format schema cannot be used: llama.cpp refused its grammar ({log.strip()[-200:]})")
         self.n = llm.n_vocab()
+        self.eos = [e for e in eos_ids if 0 <= e < self.n]
+        self.other_eog = [e for e in eog_ids if e not in set(eos_ids) and 0 <= e < self.n]
         self.data = np.zeros(self.n, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
 
     def mask(self, logits: np.ndarray) -> np.ndarray:
@@ -389,7 +399,11 @@ class LlamaGrammarGuide:
         lib.llama_sampler_apply(self.sampler, ctypes.byref(arr))
         if arr.size != self.n or ctypes.addressof(arr.data.contents) != self.data.ctypes.data:
             raise RuntimeError("llama.cpp's grammar sampler resized the candidates; cannot map them back")
-        return self.data["logit"].copy()
+        out = self.data["logit"].copy()
+        out[self.other_eog] = -np.inf
+        if not np.isfinite(out).any() and self.eos:  # complete, and only foreign EOG ids were allowed
+            out[self.eos] = logits[self.eos]
+        return out
 
     def accept(self, token: int) -> None:
         self._lib.llama_sampler_accept(self.sampler, int(token))
