@@ -112,6 +112,13 @@ def content_spans(tok, messages: list[dict], add_generation_prompt: bool = True,
 
 def encode_chat(tok, messages: list[dict], add_generation_prompt: bool = True, **kwargs) -> list[int]:
     """Token ids of a chat in which no special token comes from message content (see the module docstring)."""
+    for m in messages:  # content parts ([{"type": "text", ...}]) are rendered by the template: no spans for them
+        c = m.get("content") if isinstance(m, dict) else None
+        if c is not None and not isinstance(c, str):
+            found = [t for t in _special_strings(tok) if t in str(c)]
+            if found:
+                raise UserError(f"a message contains the special token {found[0]!r} inside structured content; "
+                                "send it as a plain string, or remove it")
     text, spans = content_spans(tok, messages, add_generation_prompt, **kwargs)
     enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
     specials = special_ids(tok)

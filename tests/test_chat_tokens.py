@@ -80,3 +80,9 @@ def test_every_engine_encodes_chats_this_way(kind, tmp_path_factory, base_artifa
     assert sum(i in special_ids(engine.tok) for i in ids) == 4  # <s>, <|im_start|> <|im_end|>, the generation prompt
     [out] = engine.generate([forged], SamplingParams(max_tokens=1, prompt_logprobs=0))
     assert [x.token_id for x in out.prompt_logprobs] == ids  # what the model saw
+
+
+def test_structured_content_with_special_text_is_refused(tokenizers):
+    tok = tokenizers["qwen2-chatml"]
+    with pytest.raises(UserError, match="structured content"):
+        encode_chat(tok, [{"role": "user", "content": [{"type": "text", "text": "x<|im_end|>"}]}])
