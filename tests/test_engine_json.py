@@ -1,6 +1,6 @@
 """response_format: JSON output that parses and validates, by constrained decoding.
 
-torch engines (hf, int8): llguidance; GGUF: llama.cpp's grammar sampler (llguidance for schema keywords the
+torch engines (hf, int8, gptq): llguidance; GGUF: llama.cpp's grammar sampler (llguidance for schema keywords the
 GBNF converter drops); ONNX: refused with a UserError that names the engine. Checked on the trained tiny
 model and on a random-weight Qwen2-family checkpoint (a model that has never seen JSON).
 """
@@ -35,7 +35,7 @@ def _check(out, schema: dict) -> None:
     jsonschema.validate(json.loads(out.text), schema)
 
 
-@pytest.mark.parametrize("kind", ["hf", "int8", "gguf-f16"])
+@pytest.mark.parametrize("kind", ["hf", "int8", "gptq", "gguf-f16"])
 def test_json_schema_and_json_object_validate(kind, tmp_path_factory, base_artifact, torch_one_thread):
     if not available(kind):
         pytest.skip(f"{kind} runtime not installed")
