@@ -170,16 +170,31 @@ class _Offsets:
         return at
 
 
-def completion_logprobs(tokens: list[TokenLogprob], start: int = 0, offsets: _Offsets | None = None
-                        ) -> tuple[CompletionLogprobs, _Offsets]:
-    """Tokens -> the legacy shape (tokens, token_logprobs, top_logprobs as {token: logprob}, text_offset)."""
+def completion_logprobs(tokens: list[TokenLogprob], start: int = 0, offsets: _Offsets | None = None,
+                        text: str | None = None) -> tuple[CompletionLogprobs, _Offsets]:
+    """Tokens -> the legacy shape (tokens, token_logprobs, top_logprobs as {token: logprob}, text_offset).
+
+    With `text` (an echoed prompt), offsets are found by matching each token's bytes against the text: a token
+    the text does not contain there (a BOS, a SentencePiece dummy-prefix space) gets zero width, so offsets
+    index the text the client sent, as log-likelihood clients that split context and continuation expect."""
     offsets = offsets or _Offsets(start)
+    data, pos = (text.encode("utf-8"), 0) if text is not None else (b"", 0)
     out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
     for t in tokens:
         out.tokens.append(t.token)
         out.token_logprobs.append(t.logprob)
         out.top_logprobs.append({a.token: a.logprob for a in t.top} if t.logprob is not None else None)
-        out.text_offset.append(offsets.next(t.bytes))
+        if text is None:
+            out.text_offset.append(offsets.next(t.bytes))
+            continue
+        b = bytes(t.bytes)
+        take = 0
+        if b and data.startswith(b, pos):
+            take = len(b)
+        elif len(b) > 1 and b[:1] == b" " and data.startswith(b[1:], pos):
+            take = len(b) - 1
+        out.text_offset.append(offsets.next(list(data[pos:pos + take])))
+        pos += take
     return out, offsets
 
 
@@ -219,7 +234,7 @@ def completion_response(model: str, outs: list[Completion], prompt_tokens: int, 
         lp = None
         if logprobs:
             if echoed and c.prompt_logprobs is not None:
-                lp, offsets = completion_logprobs(c.prompt_logprobs)
+                lp, offsets = completion_logprobs(c.prompt_logprobs, text=head)
                 offsets.chars = len(head)  # the generated text starts after the echoed prompt, as sent
                 lp = _join(lp, completion_logprobs(c.logprobs or [], offsets=offsets)[0])
             else:

@@ -161,3 +161,68 @@ def test_n_and_prompt_lists_stream_with_indices(server):
     ref = post(server, "/v1/chat/completions", {"model": "tiny-arith", "messages": CHAT, "max_tokens": 6,
                                                 "temperature": 0}).json()["choices"][0]["message"]["content"]
     assert joined == {0: ref, 1: ref}
+
+
+# ---- logprobs, echo, token-id prompts, response_format ---------------------------------------------------
+def test_chat_logprobs_match_the_engine(server, hf_engine):
+    body = {"model": "tiny-arith", "messages": CHAT, "max_tokens": 6, "temperature": 0, "logprobs": True,
+            "top_logprobs": 2}
+    choice = post(server, "/v1/chat/completions", body).json()["choices"][0]
+    [ref] = hf_engine.generate([CHAT], SamplingParams(max_tokens=6, logprobs=2))
+    content = choice["logprobs"]["content"]
+    assert [c["token"] for c in content] == [t.token for t in ref.logprobs]
+    assert [c["logprob"] for c in content] == pytest.approx([t.logprob for t in ref.logprobs], abs=1e-4)
+    assert "".join(c["token"] for c in content) == choice["message"]["content"]
+    for c in content:  # greedy: the chosen token is the most likely one, listed first
+        assert len(c["top_logprobs"]) == 2 and c["top_logprobs"][0]["token"] == c["token"]
+        assert bytes(c["bytes"]).decode() == c["token"]
+    plain = post(server, "/v1/chat/completions", {**body, "logprobs": False, "top_logprobs": None}).json()
+    assert plain["choices"][0]["logprobs"] is None
+    assert plain["choices"][0]["message"]["content"] == choice["message"]["content"]
+
+
+def test_echo_logprobs_score_like_the_engine(server, hf_engine):
+    """`lifecycle eval --endpoint` scores through completions echo + logprobs; it must agree with in-process."""
+    from lifecycle.eval.endpoint import EndpointEngine
+
+    pairs = [("12+34=", "46"), ("What is 7+8? ", "15"), ("", "3+4=7"), ("99+1=", "100\n")]
+    remote = EndpointEngine(server.url, model="tiny-arith")
+    try:
+        got = remote.score(pairs)
+    finally:
+        remote.close()
+    for r, ref in zip(got, hf_engine.score(pairs)):
+        assert r.num_tokens == ref.num_tokens and r.is_greedy == ref.is_greedy
+        assert r.logprob == pytest.approx(ref.logprob, abs=1e-3)
+
+
+def test_token_id_prompts_and_echo(server, hf_engine):
+    ids = hf_engine.tok("12+34=").input_ids
+    r = post(server, "/v1/completions", {"model": "tiny-arith", "prompt": ids, "max_tokens": 0, "echo": True,
+                                         "logprobs": 1}).json()
+    lp = r["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == len(ids) and lp["token_logprobs"][0] is None
+    assert r["choices"][0]["text"].endswith("12+34=") and r["usage"]["completion_tokens"] == 0
+    as_text = post(server, "/v1/completions", {"model": "tiny-arith", "prompt": "12+34=", "max_tokens": 4,
+                                               "temperature": 0}).json()["choices"][0]["text"]
+    as_ids = post(server, "/v1/completions", {"model": "tiny-arith", "prompt": [ids], "max_tokens": 4,
+                                              "temperature": 0}).json()["choices"][0]["text"]
+    assert as_ids == as_text
+    err = error(post(server, "/v1/completions", {"model": "tiny-arith", "prompt": [10**9]}), 400)
+    assert err["param"] in ("prompt", None)
+
+
+@pytest.mark.parametrize("fmt, check", [
+    ({"type": "json_object"}, lambda v: isinstance(v, dict)),
+    ({"type": "json_schema", "json_schema": {"name": "sum", "schema": {
+        "type": "object", "properties": {"answer": {"enum": ["yes", "no"]}, "sure": {"type": "boolean"}},
+        "required": ["answer", "sure"], "additionalProperties": False}}},  # bounded: a tiny model loves digits
+     lambda v: set(v) == {"answer", "sure"} and v["answer"] in ("yes", "no") and isinstance(v["sure"], bool)),
+])
+def test_response_format_constrains_the_output(server, fmt, check):
+    body = {"model": "tiny-arith", "messages": CHAT, "max_tokens": 48, "temperature": 0, "response_format": fmt}
+    r = post(server, "/v1/chat/completions", body)
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop", choice  # the JSON closed before max_tokens
+    assert check(json.loads(choice["message"]["content"]))
