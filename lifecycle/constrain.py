@@ -95,7 +95,8 @@ class JsonGuide:
         self._lln.fill_next_token_bitmask(self.matcher, self._bits, 0)
         return np.unpackbits(self._bits[0].view(np.uint8), bitorder="little")[: self.n_vocab].astype(bool)
 
-    def mask(self, logits: np.ndarray) -> np.ndarray:
+    def mask(self, logits: np.ndarray, greedy: bool = False) -> np.ndarray:
+        """The logits with every forbidden token at -inf (`greedy` changes nothing here: the mask is cheap)."""
         ok = self.allowed()
         out = np.full(logits.shape, -np.inf, dtype=np.float32)
         n = min(len(ok), logits.shape[-1])

@@ -164,7 +164,8 @@ class TokenEngine(Engine):
             return
         logits = self._prefill(ids)
         for i in range(params.max_tokens):
-            t = self._pick(guide.mask(logits) if guide is not None else logits, params, rng)
+            t = self._pick(guide.mask(logits, greedy=params.temperature <= 0) if guide is not None else logits,
+                           params, rng)
             if entries is not None:
                 entries.extend(rows_logprobs(logits[None], [t], params.logprobs, self._texts))
             if guide is not None:
