@@ -27,6 +27,8 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -97,12 +99,14 @@ class HealthProbe(threading.Thread):
 class Server:
     """`lifecycle serve` in a subprocess, on a free loopback port."""
 
-    def __init__(self, backend: str, model: str, work: Path, replicas: int):
+    def __init__(self, backend: str, model: str, work: Path, replicas: int, sets: list[str] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.tmp = tempfile.mkdtemp(prefix="sf", dir="/tmp")  # Ray's socket paths must stay short
         cmd = [sys.executable, "-m", "lifecycle.cli", "serve", "--engine", backend, "--model", model,
                "--port", str(self.port), "--set", "max_tokens_limit=256"]
+        for kv in sets:
+            cmd += ["--set", kv]
         if backend == "ray":
             cmd += ["--set", f"ray_temp_dir={self.tmp}", "--set", "ray_num_cpus=2", "--set", "num_cpus=0.5",
                     "--set", f"min_replicas={replicas}", "--set", f"max_replicas={replicas}"]
@@ -168,7 +172,8 @@ def main() -> None:
     ap.add_argument("--engines", default="hf,gguf")
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--duration", type=int, default=60, help="seconds of each full-load run")
-    ap.add_argument("--kill-duration", type=int, default=30, help="seconds of the Ray run with a replica killed")
+    ap.add_argument("--kill-duration", type=int, default=30, help="seconds of the Ray run with a replica killed (0: skip)")
+    ap.add_argument("--set", action="append", default=[], help="a ServeConfig field for every server: key=value")
     ap.add_argument("--replicas", type=int, default=2, help="Ray replicas per model")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "serve-faults")
     args = ap.parse_args()
@@ -179,7 +184,7 @@ def main() -> None:
     rows = []
     for backend in args.backends.split(","):
         for engine in args.engines.split(","):
-            srv = Server(backend, models[engine], args.work, args.replicas)
+            srv = Server(backend, models[engine], args.work, args.replicas, args.set)
             try:
                 t0 = time.monotonic()
                 srv.wait_ready()
@@ -188,7 +193,7 @@ def main() -> None:
                 r = load(srv, "tiny", args.users, args.duration, args.work / tag)
                 rows.append({"backend": backend, "engine": engine, "run": f"{args.users} users, {args.duration} s",
                              "ready_s": ready_s, **r})
-                if backend == "ray":
+                if backend == "ray" and args.kill_duration:
                     r = load(srv, "tiny", args.users, args.kill_duration, args.work / f"{tag}-kill",
                              kill_at=args.kill_duration / 3)
                     rows.append({"backend": backend, "engine": engine, "ready_s": ready_s,
