@@ -105,3 +105,20 @@ def test_mock_engine_fake_logprobs_are_documented_and_deterministic():
     assert mock.generate([[5, 6]], SP(max_tokens=2))[0].text == " t5 t6"
     [echo] = mock.generate(["a b"], SP(max_tokens=0, prompt_logprobs=0))
     assert echo.text == "" and len(echo.prompt_logprobs) == 2
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama3", "mistral", "phi3"])
+def test_token_bytes_are_the_true_bytes(family, family_checkpoints):
+    """Byte-level BPE pieces map back through GPT-2's byte alphabet; SentencePiece byte-fallback pieces are
+    their byte; a lone token of a multi-byte character decodes to U+FFFD but keeps its real bytes."""
+    from transformers import AutoTokenizer
+
+    from lifecycle.logprobs import TokenTexts
+
+    tok = AutoTokenizer.from_pretrained(str(family_checkpoints(family)))
+    texts = TokenTexts(tok)
+    text = "Voilà 数学 🦙 <|im_end|> ok"
+    ids = tok(text, add_special_tokens=False).input_ids
+    raw = b"".join(bytes(texts.get(i)[1]) for i in ids)
+    assert raw.decode("utf-8").lstrip(" ") == text
+    assert any("\ufffd" in texts.get(i)[0] for i in ids)  # the emoji is split into pieces of its bytes
