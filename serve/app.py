@@ -311,7 +311,7 @@ def build_app(backend: Backend, settings: dict | None = None) -> FastAPI:
         return Response(status_code=200 if all(v == "ready" for v in states.values()) else 503)
 
     @app.post("/invocations", **document(P.InvocationChat, R.ChatCompletion, R.ChatCompletionChunk,
-                                          either=(P.InvocationCompletion, R.TextCompletion)))
+                                          either=(P.InvocationCompletion, R.TextCompletion, R.TextCompletionChunk)))
     @guarded
     async def invocations(request: Request):
         """Container contract: a chat body (has `messages`) or a completion body; `model` is optional."""

@@ -29,22 +29,26 @@ def _ref(model: type[BaseModel]) -> dict:
 
 
 def document(request: type[BaseModel] | None, response: type[BaseModel] | None = None,
-             chunk: type[BaseModel] | None = None, either: tuple[type[BaseModel], type[BaseModel]] | None = None,
+             chunk: type[BaseModel] | None = None, either: tuple[type[BaseModel], ...] | None = None,
              unavailable: bool = False, text: str | None = None, empty: bool = False) -> dict[str, Any]:
     """Keyword arguments for a route decorator: its request body, success response and error responses.
-    `either`: (second request model, its response model) for a route that takes one of two bodies."""
+    `either`: (second request model, its response model, its stream chunk model) for a route that takes one of
+    two bodies."""
     responses: dict[int | str, dict] = {}
     if response is not None:
         body = {"anyOf": [_ref(response), _ref(either[1])]} if either else _ref(response)
         content = {"application/json": {"schema": body}}
         if chunk is not None:
+            chunks = [_ref(chunk)] + ([_ref(either[2])] if either and len(either) > 2 else [])
             content["text/event-stream"] = {"schema": {  # one schema per event, as OpenAPI 3.1 tools read it
                 "type": "object", "required": ["data"],
                 "description": f"with stream: true: server-sent events; each `data` is a {chunk.__name__} as "
                                "JSON (an error body if the stream fails), the last is `[DONE]`",
-                "properties": {"data": {"type": "string", "contentMediaType": "application/json",
-                                        "contentSchema": _ref(chunk)},
-                               "event": {"type": "string"}, "id": {"type": "string"}}}}
+                "properties": {"data": {"anyOf": [
+                    {"const": "[DONE]"},
+                    {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": {"anyOf": chunks + [_ref(ErrorResponse)]}}]},
+                    "event": {"type": "string"}, "id": {"type": "string"}}}}
             _ref(chunk)
         responses[200] = {"description": "OK", "content": content}
     elif text:

@@ -7,6 +7,8 @@ OpenAPI document, strict mode, n with streaming, logprobs and echo, response_for
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 
 import httpx
 import jsonschema
@@ -226,3 +228,45 @@ def test_response_format_constrains_the_output(server, fmt, check):
     choice = r.json()["choices"][0]
     assert choice["finish_reason"] == "stop", choice  # the JSON closed before max_tokens
     assert check(json.loads(choice["message"]["content"]))
+
+
+def test_lm_eval_loglikelihood_agrees_with_in_process_scores(server, hf_engine, base_artifact, tmp_path):
+    """lm-eval's `local-completions` model (token-id prompts, echo, logprobs) against `lifecycle serve`: every
+    log-likelihood it reads equals what the engine scores in-process, within 1e-3."""
+    lm_eval = pytest.importorskip("lm_eval")
+    from lm_eval.tasks import TaskManager
+
+    rows = [{"q": f"{a}+{b}=", "choices": [str(a + b), str(a + b + 1), str(a * b)], "gold": 0}
+            for a, b in [(12, 34), (7, 8), (40, 2), (99, 1), (5, 5), (23, 19)]]
+    data = tmp_path / "arith.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "arith_mc.yaml").write_text(
+        f"task: lifecycle_arith_mc\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: \"{{q}}\"\ndoc_to_choice: \"{{choices}}\"\n"
+        "doc_to_target: gold\ntarget_delimiter: \"\"\nmetric_list:\n  - metric: acc\n")
+    out = lm_eval.simple_evaluate(
+        model="local-completions", tasks=["lifecycle_arith_mc"], task_manager=TaskManager(include_path=str(tmp_path)),
+        model_args={"model": "tiny-arith", "base_url": server.url + "/v1/completions", "tokenizer": str(base_artifact.path),
+                    "tokenizer_backend": "huggingface", "add_bos_token": True, "num_concurrent": 1, "max_retries": 1},
+        log_samples=True)
+    samples = out["samples"]["lifecycle_arith_mc"]
+    assert len(samples) == len(rows)
+    for s in samples:
+        pairs = [tuple(a) for a in s["arguments"]]
+        for (ll, greedy), ref in zip((r[0] for r in s["resps"]), hf_engine.score(pairs)):
+            assert ll == pytest.approx(ref.logprob, abs=1e-3) and greedy == ref.is_greedy
+
+
+def test_schemathesis_finds_no_server_error_or_schema_violation(server, tmp_path):
+    """A short run of the fuzzer benchmarks/serve_fuzz.py runs long: every phase, every check but
+    positive_data_acceptance (an engine may refuse a schema-valid request with a documented 4xx)."""
+    import shutil
+
+    exe = shutil.which("schemathesis")
+    assert exe, "schemathesis is in the test extra"
+    out = subprocess.run([exe, "run", server.url + "/openapi.json", "--checks", "all", "--exclude-checks",
+                          "positive_data_acceptance", "--max-examples", "12", "--seed", "7", "--no-color"],
+                         capture_output=True, text=True, timeout=600)
+    text = out.stdout + out.stderr
+    generated = sum(int(n) for n in re.findall(r"(\d+) generated", text))
+    assert out.returncode == 0 and generated >= 200, text[-3000:]
