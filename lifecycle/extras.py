@@ -20,7 +20,8 @@ EXTRA_OF = {
     **dict.fromkeys(("sklearn", "scipy", "rouge_score", "sacrebleu"), "eval"),
     **dict.fromkeys(("torchao", "bitsandbytes", "llama_cpp", "conversion", "gguf", "onnxruntime_genai", "onnx",
                      "onnxruntime", "onnx_ir", "onnxscript", "gptqmodel", "optimum"), "quant"),
-    **dict.fromkeys(("fastapi", "uvicorn", "pydantic", "ray", "openai", "prometheus_client", "aiohttp", "jsonschema"),
+    **dict.fromkeys(("fastapi", "uvicorn", "pydantic", "ray", "openai", "prometheus_client", "aiohttp", "jsonschema",
+                     "llguidance"),
                     "serve"),
     **dict.fromkeys(("locust", "psutil", "matplotlib"), "loadtest"),
 }
