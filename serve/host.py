@@ -189,7 +189,8 @@ class EngineHost:
 
     # ---- stream --------------------------------------------------------------------------------------
     async def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[dict]:
-        """First {"prompt_tokens": n} (after validation), then coalesced {"text", "finish_reason", "tokens"}.
+        """First {"prompt_tokens": n} (after validation), then coalesced {"text", "finish_reason", "tokens",
+        "logprobs"} (the merged events' token logprobs when the request asked for them).
 
         Events that arrive within `stream_interval_s` of the last one sent are merged, so a fast model
         sends a few chunks instead of one per token. The first chunk and the end are never held back.
@@ -248,7 +249,7 @@ class EngineHost:
                         items.append(await asyncio.wait_for(q.get(), left))
                     except asyncio.TimeoutError:
                         break
-                text, reason, tokens = [], None, 0
+                text, reason, tokens, lps = [], None, 0, []
                 for ev in items:
                     if ev is None:
                         done = True
@@ -258,8 +259,10 @@ class EngineHost:
                     text.append(ev.text)
                     reason = ev.finish_reason or reason
                     tokens = ev.completion_tokens or tokens
-                if text or reason:
-                    yield {"text": "".join(text), "finish_reason": reason, "tokens": tokens}
+                    lps.extend(ev.logprobs or [])
+                if text or reason or lps:
+                    yield {"text": "".join(text), "finish_reason": reason, "tokens": tokens,
+                           "logprobs": lps if params.logprobs is not None else None}
                     last_sent = time.monotonic()
         finally:
             halt.set()
