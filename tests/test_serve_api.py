@@ -270,3 +270,17 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(server, tmp_path
     text = out.stdout + out.stderr
     generated = sum(int(n) for n in re.findall(r"(\d+) generated", text))
     assert out.returncode == 0 and generated >= 200, text[-3000:]
+
+
+def test_streamed_logprobs_equal_non_streamed(server):
+    body = {"model": "tiny-arith", "messages": CHAT, "max_tokens": 8, "temperature": 0, "logprobs": True,
+            "top_logprobs": 1}
+    whole = post(server, "/v1/chat/completions", body).json()["choices"][0]["logprobs"]["content"]
+    events = parse_events(post(server, "/v1/chat/completions", {**body, "stream": True}).text)
+    streamed = [t for ev in events for c in ev["choices"] for t in ((c.get("logprobs") or {}).get("content") or [])]
+    assert [t["token"] for t in streamed] == [t["token"] for t in whole]
+    assert [t["logprob"] for t in streamed] == pytest.approx([t["logprob"] for t in whole], abs=1e-4)
+    text = post(server, "/v1/completions", {"model": "tiny-arith", "prompt": "12+34=", "max_tokens": 5,
+                                            "temperature": 0, "logprobs": 2, "stream": True}).text
+    offsets = [o for ev in parse_events(text) for c in ev["choices"] for o in (c["logprobs"] or {}).get("text_offset", [])]
+    assert offsets == sorted(offsets) and len(offsets) == 5
