@@ -249,6 +249,10 @@ def run_ray(cfg: ServeConfig, specs: list[dict], ready: threading.Event | None =
             ray.init(address=cfg.ray_address, log_to_driver=False)
         else:  # a private single-box cluster: token auth adds nothing when every process is ours
             os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            # on shutdown the ingress replica stays reachable this long so that load balancers can
+            # deregister it (Serve's default: 30 s); nothing is in front of a cluster started here.
+            # Requests in flight still drain after it.
+            os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
             ray.init(include_dashboard=False, object_store_memory=cfg.object_store_mb << 20,
                      num_cpus=cfg.ray_num_cpus or None, _temp_dir=cfg.ray_temp_dir or None, log_to_driver=False)
     stop = stop or threading.Event()
