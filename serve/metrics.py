@@ -9,7 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the app)
 
-ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/ping", "/invocations"}
+ROUTES = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics", "/ping", "/invocations",
+          "/openapi.json"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
@@ -45,8 +46,12 @@ class Metrics:
     def engine_lines(stats: dict[str, dict]) -> bytes:
         """Engine counters reported by the backend (under Ray: one replica's), in exposition format."""
         lines = []
-        for metric, key, help_ in (("lifecycle_engine_requests_total", "requests", "Requests run by the engine"),
-                                   ("lifecycle_engine_calls_total", "engine_calls", "Engine generate calls (batches)")):
-            lines += [f"# HELP {metric} {help_}", f"# TYPE {metric} counter"]
+        for metric, key, help_, kind in (
+                ("lifecycle_engine_requests_total", "requests", "Requests run by the engine", "counter"),
+                ("lifecycle_engine_calls_total", "engine_calls", "Engine generate calls (batches)", "counter"),
+                ("lifecycle_engine_rejected_total", "rejected", "Requests refused with 429 (queue full)", "counter"),
+                ("lifecycle_engine_in_flight", "in_flight", "Requests admitted and not finished", "gauge"),
+                ("lifecycle_engine_threads", "engine_threads", "Threads inside the engine now", "gauge")):
+            lines += [f"# HELP {metric} {help_}", f"# TYPE {metric} {kind}"]
             lines += [f'{metric}{{model="{m}"}} {s.get(key, 0)}' for m, s in stats.items()]
         return ("\n".join(lines) + "\n").encode()

@@ -102,6 +102,8 @@ def test_every_route_answers_in_openai_shape(server):
     assert error(httpx.get(server.url + "/v1/models/nope"), 404)["code"] == "model_not_found"
     card = httpx.get(server.url + "/v1/models/tiny-arith").json()
     assert card["id"] == "tiny-arith" and card["object"] == "model"
+    metrics = httpx.get(server.url + "/metrics").text
+    assert 'lifecycle_engine_in_flight{model="mock"} 0' in metrics and "lifecycle_engine_rejected_total" in metrics
 
 
 # ---- the OpenAPI document --------------------------------------------------------------------------------
