@@ -29,15 +29,22 @@ app = typer.Typer(
 
 @app.command(epilog=epilog("lifecycle.train.pretrain:PretrainConfig"))
 def pretrain(
-    preset: Annotated[Optional[str], typer.Option(help="model shape: tiny-arith or micro")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="continue pretraining this checkpoint (built-in name, store name or path); needs --data")] = None,
+    data: Annotated[Optional[str], typer.Option(help="corpus: a .txt, a .jsonl with a text field, a folder of shards or a dataset artifact; omit for the built-in synthetic sums")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="from scratch (no --model): model shape, tiny-arith or micro")] = None,
+    method: Annotated[Optional[str], typer.Option(help="with --model: full (hf checkpoint) or lora (adapter)")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="optimizer steps")] = None,
     config: ConfigOpt = None, set: SetOpt = None, output: OutputOpt = None, overwrite: OverwriteOpt = False,
 ) -> None:
-    """Pretrain a tiny Llama model from scratch on synthetic arithmetic (the built-in base)."""
+    """Pretrain: the built-in base on synthetic sums, continued pretraining of any causal LM on your corpus
+    (--model M --data CORPUS, full or LoRA), or a preset shape from scratch with a tokenizer trained on your
+    corpus (--preset NAME --data CORPUS). With --data, held-out perplexity is reported before and after, and
+    rerunning a killed command resumes from its last checkpoint."""
     from lifecycle.train import pretrain as stage
 
     run_stage("pretrain", stage.PretrainConfig, stage.run, config, set,
-               {"preset": preset, "max_steps": max_steps}, output, overwrite)
+               {"model": model, "data": data, "preset": preset, "method": method, "max_steps": max_steps},
+               output, overwrite)
 
 
 @app.command(epilog=epilog("lifecycle.train.sft:SFTConfig"))
