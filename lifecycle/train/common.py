@@ -36,8 +36,11 @@ def progress_callback(log: MetricsLog, description: str):
     from transformers import TrainerCallback
 
     class _Progress(TrainerCallback):
+        # under `accelerate launch` only the main process draws the bar (every process records the log)
         def on_train_begin(self, args, state, control, **kw):
             self.progress = rich_progress()
+            if not state.is_world_process_zero:
+                self.progress.disable = True
             self.progress.start()
             self.task = self.progress.add_task(description, total=state.max_steps, info="")
 
@@ -64,12 +67,42 @@ def drop_printer(trainer) -> None:
     trainer.remove_callback(PrinterCallback)
 
 
+def world_size() -> int:
+    """Processes in this training run: 1 alone, N under `accelerate launch --num_processes N` (or torchrun)."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def use_cpu() -> bool:
+    """Train on CPU, as always alone; several processes on a CUDA machine (DDP/FSDP) use their GPUs."""
+    if world_size() == 1:
+        return True
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def per_device_batch(batch_size: int) -> int:
+    """`batch_size` is the global batch (sequences per optimizer step); each of N processes takes 1/N of it,
+    so a run under `accelerate launch` follows the same loss curve as one process."""
+    n = world_size()
+    if batch_size % n:
+        from lifecycle.errors import UserError
+
+        raise UserError(f"batch_size {batch_size} does not split over {n} processes; use a multiple of {n}")
+    return batch_size // n
+
+
 def trainer_common_args(output_dir: str, cfg) -> dict:
-    """TrainingArguments shared by the TRL stages (CPU, no hub, no external loggers, our progress bar)."""
+    """TrainingArguments shared by the TRL stages (CPU, no hub, no external loggers, our progress bar).
+
+    Under `accelerate launch` (WORLD_SIZE > 1) the Trainer runs DDP, over gloo on CPU; `batch_size` stays the
+    global batch."""
     return dict(
         output_dir=output_dir,
         max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
+        per_device_train_batch_size=per_device_batch(cfg.batch_size),
         learning_rate=cfg.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, cfg.max_steps // 20),
@@ -77,7 +110,7 @@ def trainer_common_args(output_dir: str, cfg) -> dict:
         save_strategy="no",
         report_to=[],
         disable_tqdm=True,
-        use_cpu=True,
+        use_cpu=use_cpu(),
         seed=cfg.seed,
         dataloader_num_workers=0,
         log_level="error",

@@ -10,6 +10,8 @@ it; the adapter merges into the full-precision base like any other (the usual QL
 The loss covers assistant tokens only, for any chat template the checkpoint carries (stock or custom):
 `lifecycle.train.chat_masks` tokenizes each chat and marks its assistant turns, and TRL trains on that mask.
 The base keeps its own dtype (`dtype=auto`: a bf16 checkpoint trains a float32 LoRA on a bf16 base).
+Under `accelerate launch --num_processes N` the Trainer runs DDP (gloo on CPU, NCCL or FSDP on GPUs);
+`batch_size` stays the global batch and the main process alone evaluates and writes the artifact.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def run(cfg: SFTConfig, out: Path) -> Path:
     with tempfile.TemporaryDirectory() as work:
         # the rows are tokenized and masked already: TRL only truncates, builds labels from the mask and pads
         args = TRLSFTConfig(**trainer_common_args(work, cfg), max_length=cfg.max_length,
-                            assistant_only_loss=False, packing=False)
+                            assistant_only_loss=False, packing=False,
+                            ddp_find_unused_parameters=False)  # LoRA/full use every trainable weight
         trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok,
                              peft_config=lora_config(cfg, cfg.method == "dora") if is_adapter else None,
                              callbacks=[progress_callback(log, f"sft ({cfg.method})")])
@@ -141,6 +144,12 @@ def run(cfg: SFTConfig, out: Path) -> Path:
         result = trainer.train()
     metrics.update({"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1),
                     "examples": len(rows), "examples_notes": dict(notes)})
+    accelerator = trainer.accelerator
+    if accelerator.num_processes > 1:
+        metrics["processes"] = accelerator.num_processes
+        if not accelerator.is_main_process:  # DDP keeps every replica equal: the main process writes the artifact
+            accelerator.wait_for_everyone()
+            return out
     metrics.update(stage_eval(trainer.model, tok, cfg.eval_items, task_profile(base)))
 
     fmt = "adapter" if is_adapter else "hf"
@@ -150,4 +159,6 @@ def run(cfg: SFTConfig, out: Path) -> Path:
         trainer.model.save_pretrained(tmp)
         save_tokenizer(tok, tmp)
         log.write(tmp / "train_log.json", metrics)
+    if accelerator.num_processes > 1:
+        accelerator.wait_for_everyone()
     return out
