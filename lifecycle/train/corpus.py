@@ -7,7 +7,7 @@
 Nothing is loaded whole: `datasets` streams the files (`streaming=True`), so memory stays bounded by the
 shuffle buffer and one packing batch whatever the corpus size. Plain text is split into documents at blank
 lines (`unit="paragraph"`) or at every line (`unit="line"`); JSONL documents are one object per line with a
-text field. Each document is followed by the tokenizer's EOS (and preceded by its BOS when it has one), and
+text field. Each document is followed by the tokenizer's EOS (and preceded by BOS where the tokenizer adds one), and
 the token stream is cut into blocks of exactly `seq_len`; as in transformers' run_clm recipe, the tail of
 each batch of `PACK_BATCH` documents that does not fill a block is dropped (under one block per batch).
 """
@@ -49,16 +49,32 @@ def corpus_files(spec: str) -> tuple[str, list[str]]:
     return ("json" if path.suffix in JSON_SUFFIXES else "text"), [str(path)]
 
 
+def corpus_sha256(spec: str) -> str:
+    """One sha256 over the corpus's files (their names within the corpus and their contents): a cache key."""
+    import hashlib
+
+    from lifecycle.artifact import sha256_file
+
+    _, files = corpus_files(spec)
+    root = Path(spec).expanduser().resolve()
+    h = hashlib.sha256()
+    for f in files:
+        path = Path(f).resolve()
+        name = path.relative_to(root) if path.is_relative_to(root) and path != root else path.name
+        h.update(f"{name}\0{sha256_file(Path(f))}\n".encode())
+    return h.hexdigest()
+
+
 def documents(spec: str, text_field: str = "text", unit: str = "paragraph"):
     """A streaming `IterableDataset` with one column, `text`: the corpus's documents in file order."""
-    from datasets import load_dataset
-
     if unit not in UNITS:
         raise UserError(f"text unit '{unit}' is unknown; use one of {', '.join(UNITS)}")
-    kind, files = corpus_files(spec)
+    kind, files = corpus_files(spec)  # a bad path is one line, before the heavy import
+    from datasets import load_dataset
+
     if kind == "text":
         ds = load_dataset("text", data_files=files, split="train", streaming=True, sample_by=unit)
-        return ds.filter(lambda row: bool(row["text"].strip()))
+        return ds.map(lambda row: {"text": row["text"].strip()}).filter(lambda row: bool(row["text"]))
     ds = load_dataset("json", data_files=files, split="train", streaming=True)
     try:
         first = next(iter(ds))
@@ -90,8 +106,9 @@ def pack(docs, tok, seq_len: int):
     eos = tok.eos_token_id
     if eos is None:
         raise UserError("the tokenizer has no EOS token to put between documents")
-    bos = tok.bos_token_id if getattr(tok, "add_bos_token", True) else None
-    prefix = [bos] if bos is not None and bos != eos else []
+    bos = tok.bos_token_id
+    adds_bos = bos is not None and tok("a")["input_ids"][:1] == [bos]  # as the tokenizer itself does
+    prefix = [bos] if adds_bos and bos != eos else []
 
     def group(batch):
         ids = tok(batch["text"], add_special_tokens=False)["input_ids"]

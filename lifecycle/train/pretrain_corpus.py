@@ -71,11 +71,12 @@ def _scratch_tokenizer(cfg, train_docs, folder: Path):
     if not (tok_dir / "tokenizer_config.json").is_file():
         lines = corpus.tokenizer_lines(train_docs, cfg.tokenizer_lines)
         staging = folder / "tokenizer.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
         try:
-            train_tokenizer(staging, lines, cfg.vocab_size)
+            train_tokenizer(staging, lines, cfg.vocab_size, hard_vocab_limit=False)
         except RuntimeError as exc:  # SentencePiece's own message, e.g. a vocabulary larger than the corpus allows
             raise UserError(f"tokenizer training failed: {str(exc).strip().splitlines()[-1]}; "
-                            "lower --set vocab_size or use a larger corpus") from None
+                            "adjust --set vocab_size (byte fallback alone needs over 256) or use a larger corpus") from None
         staging.rename(tok_dir)
     return load_tokenizer(tok_dir)
 

@@ -26,8 +26,10 @@ CHAT_TEMPLATE = (
 )
 
 
-def train_tokenizer(out_dir: Path, lines, vocab_size: int = 512) -> Path:
-    """Train the SentencePiece model on `lines` and write a transformers-loadable tokenizer folder."""
+def train_tokenizer(out_dir: Path, lines, vocab_size: int = 512, hard_vocab_limit: bool = True) -> Path:
+    """Train the SentencePiece model on `lines` and write a transformers-loadable tokenizer folder.
+
+    `hard_vocab_limit=False` lets a small corpus settle on fewer pieces than `vocab_size`."""
     import io
 
     import sentencepiece as spm
@@ -39,6 +41,7 @@ def train_tokenizer(out_dir: Path, lines, vocab_size: int = 512) -> Path:
         model_writer=model,
         model_type="bpe",
         vocab_size=vocab_size,
+        hard_vocab_limit=hard_vocab_limit,
         split_digits=True,
         byte_fallback=True,
         character_coverage=1.0,
