@@ -166,7 +166,8 @@ def card_text(release_dir: Path, rel: dict) -> str:
         opts = (manifest.get("created_by") or {}).get("options") or config.get(stage)
         metrics = manifest.get("metrics") or {}
         summary = ", ".join(f"{k} {fmt(metrics[k])}" for k in ("train_loss", "train_wall_s", "reward_accuracy",
-                                                                   "reward_margin") if k in metrics)
+                                                                   "reward_margin", "heldout_perplexity_before",
+                                                                   "heldout_perplexity_after") if k in metrics)
         lines.append(f"- **{stage}**: {_options_text(opts) or 'options not recorded'}"
                      + (f"; {summary}" if summary else "") + f" (log: `{log_path}`)")
     lines.append("")

@@ -34,6 +34,9 @@ class ShipConfig:
                                                  "artifact; pref '' = the align method's built-in data), "
                                                  "n_sft / n_pref for builtin sources, prepare: "
                                                  "PrepareConfig fields (`lifecycle data prepare --help`)")
+    pretrain: dict = field({}, help="optional continued pretraining of the base before SFT: PretrainConfig fields "
+                                    "(`lifecycle pretrain --help`), e.g. {data: corpus.jsonl, max_steps: 200}; "
+                                    "{} = none")
     sft: dict = field({}, help="SFTConfig fields, e.g. {method: lora, max_steps: 300}")
     align: dict = field({"method": "dpo"}, help="method (`lifecycle align --help` lists them) and its fields")
     merge: dict = field({}, help="MergeConfig fields, e.g. {tolerance: 0.001}")
@@ -74,6 +77,7 @@ class ShipConfig:
 
         for name in self.formats:
             format_spec(name)  # an unknown name lists the known ones
+        _check_pretrain(self.pretrain, self.base)
         self.align = dict(self.align)
         self.align.setdefault("method", "dpo")
         from lifecycle.align.methods import method
@@ -108,6 +112,25 @@ class ShipConfig:
                     raise UserError(f"{section}.engine: {e}") from None
         if not isinstance(self.eval["tasks"], list) or not self.eval["tasks"]:
             raise UserError("eval.tasks must be a non-empty list of task names")
+
+
+def _check_pretrain(section, base: str) -> None:
+    """A pretrain section trains the base in full on a corpus; its fields are checked before anything runs."""
+    if not isinstance(section, dict):
+        raise UserError(f"pretrain must be a mapping of pretrain fields, got {section!r}")
+    if not section:
+        return
+    if not section.get("data"):
+        raise UserError("pretrain needs data: a corpus file, folder or dataset artifact (pretrain: {data: ...})")
+    for key in ("model", "preset", "output"):
+        if key in section:
+            raise UserError(f"pretrain.{key} is set by ship (the base is what it continues to train); remove it")
+    if section.get("method", "full") != "full":
+        raise UserError("pretrain.method must be full in ship (its checkpoint is the base SFT trains on)")
+    from lifecycle.config import from_dict
+    from lifecycle.train.pretrain import PretrainConfig
+
+    from_dict(PretrainConfig, {**section, "model": base})  # unknown fields and bad values fail here, in one line
 
 
 def _merged(name: str, defaults: dict, given) -> dict:

@@ -4,8 +4,9 @@
     lifecycle ship --config configs/ship-default.yaml -o releases/r1
     lifecycle ship -o releases/r2 --set gates.all='[addition/exact_match >= 0.95]'   # re-decides only
 
-Flow: data (prepare) -> SFT -> align -> merge (parity) -> quantize (each format, parity) -> eval (base, merged,
-each format) -> bench (each servable artifact) -> optional deploy (serve, smoke test, Locust) -> gates.
+Flow: optional continued pretraining on a corpus -> data (prepare) -> SFT -> align -> merge (parity) ->
+quantize (each format, parity) -> eval (base, merged, each format) -> bench (each servable artifact) ->
+optional deploy (serve, smoke test, Locust) -> gates.
 The release is assembled in a temp directory beside the output and renamed into place when complete.
 """
 
@@ -105,6 +106,8 @@ def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
     common = {"threads": cfg.threads, "seed": cfg.seed}
     method = align_method(cfg.align["method"])
 
+    trained = run.pretrain(base, cfg.pretrain) if cfg.pretrain else base  # what SFT starts from
+
     sft_data, sft_in = run.data("sft", cfg.data["sft"], SFT_FIELDS, int(cfg.data["n_sft"]))
     pref_spec = cfg.data["pref"] or method.builtin_data
     if method.paired:
@@ -116,8 +119,8 @@ def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
                                         "sha256": sha256_file(src) if src.is_file() else None})}
 
     sft_art = run.train("sft", "sft", sft.SFTConfig, sft.run,
-                        {**common, **cfg.sft, "model": str(base.path), "data": sft_data},
-                        {"base": base.manifest_sha256, **sft_in})
+                        {**common, **cfg.sft, "model": str(trained.path), "data": sft_data},
+                        {"base": trained.manifest_sha256, **sft_in})
     cls, fn = lookup(cfg.align["method"])
     fields = {k: v for k, v in cfg.align.items() if k != "method"}
     if not method.paired:
@@ -171,7 +174,8 @@ def _build(cfg: ShipConfig, cache, work: Path, name: str, log) -> dict:
         "artifacts": _artifact_table(arts, evals, benches),
         "base": {"spec": cfg.base, "path": str(base.path), "manifest_sha256": base.manifest_sha256,
                  "eval": evals.get("base", {}).get("metrics")},
-        "training": {"sft": "artifacts/sft/train_log.json", "align": "artifacts/align/train_log.json"},
+        "training": {**({"pretrain": "artifacts/pretrain/train_log.json"} if cfg.pretrain else {}),
+                     "sft": "artifacts/sft/train_log.json", "align": "artifacts/align/train_log.json"},
         "gates": gates, "failed": failed, "deploy": deploy,
     }
 

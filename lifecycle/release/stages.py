@@ -30,12 +30,17 @@ TRAIN_LIBS = ("torch", "transformers", "trl", "peft", "accelerate")
 UNKEYED = {"model", "data", "output", "threads"}
 TRAIN_METRICS = ("exact_match", "verbose_rate", "raw_exact_match", "reward_accuracy", "reward_margin",
                  "train_loss", "final_loss", "merge_parity", "max_abs_logits_diff")
+PRETRAIN_METRICS = ("heldout_perplexity_before", "heldout_perplexity_after", "train_loss", "train_tokens")
 PARITY_KEYS = ("top1_agreement", "mean_kl", "greedy_agreement", "exact_match", "parent_exact_match",
                "ratio_to_parent", "produce_s", "load_s", "runtime", "nll_delta")
 
 
 def _train_metrics(art: Artifact) -> dict:
     return {k: art.metrics[k] for k in TRAIN_METRICS if isinstance(art.metrics.get(k), (int, float))}
+
+
+def _pretrain_metrics(art: Artifact) -> dict:
+    return {k: art.metrics[k] for k in PRETRAIN_METRICS if isinstance(art.metrics.get(k), (int, float))}
 
 
 def _parity_metrics(art: Artifact) -> dict:
@@ -78,6 +83,8 @@ class StageKind:
 
 STAGES: dict[str, StageKind] = {
     "data": StageKind("artifact", ("lifecycle.data.prepare", "lifecycle.data.load"), ("datasketch",), _count_metrics),
+    "pretrain": StageKind("artifact", ("lifecycle.train.pretrain",), TRAIN_LIBS + ("datasets", "sentencepiece"),
+                          _pretrain_metrics),
     "sft": StageKind("artifact", ("lifecycle.train.sft",), TRAIN_LIBS, _train_metrics),
     "align": StageKind("artifact", ("lifecycle.align.methods",), TRAIN_LIBS, _train_metrics),
     "merge": StageKind("artifact", ("lifecycle.train.merge",), ("torch", "transformers", "peft"), _train_metrics),
@@ -293,6 +300,16 @@ class Runner:
         keyed["class"] = f"{cls.__module__}.{cls.__name__}"
         return self.stage(kind, name, config=keyed, inputs=inputs, modules=(cls.__module__,),
                           build=lambda out: run(stage_cfg, out))
+
+    def pretrain(self, base: Artifact, options: dict) -> Artifact:
+        """Continued pretraining of the base on `options["data"]` before SFT; keyed on the corpus's content."""
+        from lifecycle.train import corpus, pretrain
+
+        spec = str(options["data"])
+        fields = {"threads": self.cfg.threads, "seed": self.cfg.seed, **options, "model": str(base.path),
+                  "data": spec, "output": ""}
+        inputs = {"base": base.manifest_sha256, "corpus": corpus.corpus_sha256(spec)}
+        return self.train("pretrain", "pretrain", pretrain.PretrainConfig, pretrain.run, fields, inputs)
 
     def quantize(self, merged: Artifact, fmt: str, options: dict) -> Artifact:
         from quantize.driver import quantize
