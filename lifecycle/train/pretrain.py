@@ -28,7 +28,7 @@ class PretrainConfig:
     output: str = field("", help="artifact directory to write (default: the local store)")
     max_steps: int = field(3000, help="optimizer steps; more steps, better sums, longer run")
     batch_size: int = field(32, help="blocks per step")
-    seq_len: int = field(64, help="tokens per block; lines are packed whole, never split")
+    seq_len: int = field(64, help="tokens per block; built-in sums: whole lines, never split; with data: exactly seq_len, EOS between documents")
     learning_rate: float = field(0.0, help="peak AdamW learning rate, cosine decay to 10% after 5% warmup; 0 = the recipe's: 2e-3 from scratch (3e-3 weakened sums asked across a gap), 2e-4 continued full, 1e-3 continued LoRA")
     weight_decay: float = field(0.01, help="AdamW weight decay")
     vocab_size: int = field(512, help="SentencePiece vocabulary; digits are always single tokens")
