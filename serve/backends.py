@@ -29,6 +29,8 @@ class RayOptions:
     target_ongoing_requests: int = field(8, help="Ray autoscaling: requests in flight per replica to aim for")
     max_ongoing_requests: int = field(64, help="Ray: requests one replica accepts at once (queue beyond)")
     num_cpus: float = field(0.5, help="Ray: CPUs reserved per model replica; fractional packs replicas on small boxes")
+    num_gpus: float = field(0.0, help="Ray: GPUs reserved per model replica (a GPU worker group under KubeRay)")
+    max_replicas_per_node: int = field(0, help="Ray: most replicas of one model on one node; 1 puts each on its own node; 0 = no limit")
     router_num_cpus: float = field(0.1, help="Ray: CPUs reserved for the HTTP router replica")
     ray_address: str = field("", help="Ray: connect to this cluster (auto, or ray://host:10001); empty starts one here")
     ray_temp_dir: str = field("", help="Ray: temp dir for a cluster started here (short path: socket names are limited)")
@@ -39,6 +41,8 @@ class RayOptions:
     def check(self) -> None:
         if self.min_replicas < 1 or self.max_replicas < self.min_replicas:
             raise UserError("need 1 <= min_replicas <= max_replicas")
+        if self.num_gpus < 0 or self.max_replicas_per_node < 0:
+            raise UserError("num_gpus and max_replicas_per_node must be >= 0")
         if self.num_cpus <= 0:
             raise UserError("num_cpus must be > 0 (fractions like 0.5 are fine)")
 

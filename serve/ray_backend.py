@@ -26,7 +26,7 @@ from ray.serve.handle import DeploymentHandle
 from lifecycle.config import from_dict
 from lifecycle.engine import Completion, Prompt, SamplingParams
 from lifecycle.errors import UserError
-from serve.config import APP_NAME, ServeConfig
+from serve.config import APP_NAME, ServeConfig, is_loopback
 from serve.host import EngineHost, load_model
 from serve.protocol import APIError
 
@@ -80,7 +80,9 @@ class ModelServer:
             yield event
 
     def info(self) -> dict:
-        return {**self.host.info(), "pid": os.getpid()}
+        import ray
+
+        return {**self.host.info(), "pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
 
     def __del__(self) -> None:
         """Serve calls this on graceful shutdown, after in-flight requests drained: close the engine once
@@ -207,14 +209,15 @@ def build_openai_app(args: dict):
     if cfg.max_replicas > cfg.min_replicas:
         scale = {"autoscaling_config": {"min_replicas": cfg.min_replicas, "max_replicas": cfg.max_replicas,
                                         "target_ongoing_requests": cfg.target_ongoing_requests}}
+    placement: dict = {"max_replicas_per_node": cfg.max_replicas_per_node} if cfg.max_replicas_per_node else {}
+    actor = {"num_cpus": cfg.num_cpus, **({"num_gpus": cfg.num_gpus} if cfg.num_gpus else {})}
     handles = {}
     for spec in specs:
         if spec["name"] in handles:
             raise UserError(f"two models are named '{spec['name']}'; name them with --model NAME=DIR")
         handles[spec["name"]] = ModelServer.options(
-            name=_deployment_name(spec["name"]), ray_actor_options={"num_cpus": cfg.num_cpus},
+            name=_deployment_name(spec["name"]), ray_actor_options=actor, **placement,
             max_ongoing_requests=cfg.max_ongoing_requests, max_queued_requests=max(1, cfg.max_queued_requests),  # 0 refuses all in Serve
-           
             graceful_shutdown_timeout_s=cfg.drain_timeout_s + 30, graceful_shutdown_wait_loop_s=1.0, **scale,
         ).bind(spec, cfg.threads, cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.stream_interval_ms / 1000)
     router = Router.options(ray_actor_options={"num_cpus": cfg.router_num_cpus})
@@ -234,6 +237,66 @@ def _wait_running(name: str, timeout_s: float) -> None:
                     "num_cpus x replicas (lower --set num_cpus=... or add nodes)")
 
 
+def _answers(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def _loopback_cluster(address: str) -> bool:
+    """True for a cluster whose nodes registered as 127.0.0.1 (e.g. `ray.cluster_utils.Cluster` with
+    node_ip_address="127.0.0.1"): its GCS answers on loopback but not on this box's network address."""
+    if address.startswith("ray://") or address in ("auto", "local"):
+        return False
+    host, _, port = address.rpartition(":")
+    if not port.isdigit() or not is_loopback(host.strip("[]") or "x"):
+        return False
+    from ray._private.services import get_node_ip_address
+
+    return _answers("127.0.0.1", int(port)) and not _answers(get_node_ip_address(), int(port))
+
+
+def connect(address: str = "", object_store_mb: int = 100, num_cpus: int = 0, temp_dir: str = "") -> bool:
+    """Join the Ray cluster at `address`, or start a private one on this box when it is empty.
+
+    Returns True when this call started Ray (the caller shuts it down). Joining takes the cluster's own
+    object store size and CPUs: those options only shape a cluster started here.
+
+    On Linux `ray.init` rewrites a loopback address, and the driver's own node address, to the box's
+    network address (ray-project/ray#59110). A cluster bound to 127.0.0.1 listens on nothing else, so the
+    driver then waits for a GCS that never answers, or for a local node of an address no node has. For
+    such a cluster the driver keeps 127.0.0.1 for both, through the switch Ray uses for single-box
+    clusters on macOS and Windows (`ENABLE_RAY_CLUSTER` off while `ray.init` runs).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        from ray._private import ray_constants
+
+        loopback = _loopback_cluster(address)
+        saved = ray_constants.ENABLE_RAY_CLUSTER
+        try:
+            if loopback:
+                ray_constants.ENABLE_RAY_CLUSTER = False
+            ray.init(address=address, log_to_driver=False)
+        except ConnectionError as e:
+            raise UserError(f"could not join the Ray cluster at {address}: {str(e).splitlines()[0]}") from None
+        finally:
+            ray_constants.ENABLE_RAY_CLUSTER = saved
+    else:  # a private single-box cluster: token auth adds nothing when every process is ours
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(include_dashboard=False, object_store_memory=object_store_mb << 20, num_cpus=num_cpus or None,
+                 _temp_dir=temp_dir or None, log_to_driver=False)
+    return True
+
+
 def run_ray(cfg: ServeConfig, specs: list[dict], ready: threading.Event | None = None,
             stop: threading.Event | None = None) -> None:
     """Start (or join) a Ray cluster, deploy, serve until SIGINT/SIGTERM or `stop`, then shut down."""
@@ -241,20 +304,13 @@ def run_ray(cfg: ServeConfig, specs: list[dict], ready: threading.Event | None =
     # Serve's throughput mode: user code and handle routing on the replica's own event loop, gRPC between
     # replicas. It cut per-request overhead by about a third here; Ray processes started below inherit it.
     os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        if cfg.ray_address:
-            ray.init(address=cfg.ray_address, log_to_driver=False)
-        else:  # a private single-box cluster: token auth adds nothing when every process is ours
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            # on shutdown the ingress replica stays reachable this long so that load balancers can
-            # deregister it (Serve's default: 30 s); nothing is in front of a cluster started here.
-            # Requests in flight still drain after it.
-            os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
-            ray.init(include_dashboard=False, object_store_memory=cfg.object_store_mb << 20,
-                     num_cpus=cfg.ray_num_cpus or None, _temp_dir=cfg.ray_temp_dir or None, log_to_driver=False)
+    # on shutdown the ingress replica of a cluster started here stays reachable this long so that load
+    # balancers can deregister it (Serve's default: 30 s); nothing is in front of it. In-flight requests
+    # still drain after it.
+    if not cfg.ray_address:
+        os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+    started_here = connect(cfg.ray_address, object_store_mb=cfg.object_store_mb, num_cpus=cfg.ray_num_cpus,
+                           temp_dir=cfg.ray_temp_dir)
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -274,4 +330,6 @@ def run_ray(cfg: ServeConfig, specs: list[dict], ready: threading.Event | None =
     finally:
         serve.shutdown()
         if started_here:
+            import ray
+
             ray.shutdown()
