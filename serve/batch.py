@@ -2,11 +2,14 @@
 
     lifecycle batch --model tiny-arith --input in.jsonl --output out.jsonl
     lifecycle batch --model tiny-arith --input in.jsonl --output out.jsonl --ray   # on Ray Data
+    lifecycle batch ... --ray --ray-address 127.0.0.1:6379 --actors 4             # on a running cluster
 
 Each input line is `{"messages": [...]}` (chat) or `{"prompt": "..."}`, with optional `id`, `max_tokens`,
 `temperature`, `top_p`, `stop`, `seed`. Output line i answers input line i:
 `{"line", "id", "text", "finish_reason", "usage"}` or `{"line", "id", "error"}`. Output is appended and
-flushed chunk by chunk, so a killed run resumes after its last complete line.
+flushed chunk by chunk, so a killed run resumes after its last complete line. The input is streamed, never
+read whole: on Ray, one read task on this node feeds `--actors` engine actors spread over the cluster, and
+the output is byte for byte the local path's for greedy decoding (same batches, same order).
 
 Input lines are split on "\n" only (`lifecycle.readers`): a prompt holding U+2028 is one line, and a line
 that is not UTF-8, not JSON or nested too deep gets its own error record, so output line i is input line i.
@@ -14,6 +17,7 @@ that is not UTF-8, not JSON or nested too deep gets its own error record, so out
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -59,11 +63,6 @@ def _done_lines(output: Path) -> int:
     return data[:keep].count(b"\n")
 
 
-def _chunks(lines: list[str], size: int) -> Iterator[tuple[int, list[str]]]:
-    for start in range(0, len(lines), size):
-        yield start, lines[start: start + size]
-
-
 def process_chunk(host, start: int, lines: list[str | None], max_tokens: int, temperature: float,
                   errors: list[str] | None = None) -> list[dict]:
     """Results for consecutive input lines, in order. Any failure becomes that line's error record;
@@ -97,53 +96,68 @@ def _message(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def run_batch(model: str, input: Path, output: Path, max_tokens: int = 64, temperature: float = 0.0,
-              batch_size: int = 16, threads: int = 1, use_ray: bool = False, restart: bool = False) -> dict:
-    if not Path(input).is_file():
-        raise UserError(f"--input {input}: file not found")
-    if batch_size < 1:
-        raise UserError("--batch-size must be >= 1")
+def _skip_done(input: Path, done: int, output: Path) -> Iterator:
+    """The input's lines after the first `done`, streamed; an input shorter than the output is refused."""
     from lifecycle.readers import read_lines
 
-    read = list(read_lines(Path(input)))
-    lines = [ln.text for ln in read]
-    errors = [ln.error or "" for ln in read]
+    lines = read_lines(Path(input))
+    have = sum(1 for _ in itertools.islice(lines, done))
+    if have < done:
+        raise UserError(f"{output} has {done} lines but {input} only {have}: wrong pair? use --restart")
+    return lines
+
+
+def run_batch(model: str, input: Path, output: Path, max_tokens: int = 64, temperature: float = 0.0,
+              batch_size: int = 16, threads: int = 1, use_ray: bool = False, restart: bool = False,
+              ray_address: str = "", actors: int = 1, num_cpus: float = 0.5) -> dict:
+    """Answer every line of `input` into `output`, resuming after the output's last complete line.
+
+    The input is streamed (never held whole): locally here, on Ray by a read task on this node that feeds
+    `actors` engine actors, which Ray Data spreads over the cluster's nodes."""
+    if not Path(input).is_file():
+        raise UserError(f"--input {input}: file not found")
+    if batch_size < 1 or actors < 1:
+        raise UserError("--batch-size and --actors must be >= 1")
     output = Path(output)
     if restart and output.exists():
         output.unlink()
     done = _done_lines(output)
-    if done > len(lines):
-        raise UserError(f"{output} has {done} lines but {input} only {len(lines)}: wrong pair? use --restart")
-    todo, todo_errors = lines[done:], errors[done:]
     from serve.host import parse_model_spec
 
     spec = parse_model_spec(model)
+    extra: dict = {}
     if use_ray:
-        records_iter = _ray_records(spec, todo, todo_errors, done, max_tokens, temperature, batch_size, threads)
+        _skip_done(input, done, output)  # reads only the prefix already answered
+        records_iter = _ray_records(spec, Path(input).resolve(), done, max_tokens, temperature, batch_size,
+                                    threads, ray_address, actors, num_cpus, extra)
     else:
-        records_iter = _local_records(spec, todo, todo_errors, done, max_tokens, temperature, batch_size, threads)
-    failed = 0
+        records_iter = _local_records(spec, _skip_done(input, done, output), done, max_tokens, temperature,
+                                      batch_size, threads)
+    failed = processed = 0
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "a") as f:
         for chunk in records_iter:
             for rec in chunk:
                 failed += "error" in rec
                 f.write(json.dumps(rec) + "\n")
+            processed += len(chunk)
             f.flush()
             os.fsync(f.fileno())
-    summary = {"lines": len(lines), "resumed_after": done, "processed": len(todo), "failed": failed}
+    summary = {"lines": done + processed, "resumed_after": done, "processed": processed, "failed": failed, **extra}
     print(json.dumps(summary))
     return summary
 
 
-def _local_records(spec, todo, todo_errors, done, max_tokens, temperature, batch_size, threads):
+def _local_records(spec, lines, done, max_tokens, temperature, batch_size, threads):
     from serve.host import EngineHost, load_model
 
     host = EngineHost(load_model(spec, threads), spec["name"], max_batch_size=batch_size)
     try:
-        for start, chunk in _chunks(todo, batch_size):
-            yield process_chunk(host, done + start, chunk, max_tokens, temperature,
-                                todo_errors[start: start + batch_size])
+        start = done
+        while chunk := list(itertools.islice(lines, batch_size)):
+            yield process_chunk(host, start, [ln.text for ln in chunk], max_tokens, temperature,
+                                [ln.error or "" for ln in chunk])
+            start += len(chunk)
     finally:
         host.close()
 
@@ -152,10 +166,13 @@ class _RayChunk:
     """Ray Data stateful UDF: one engine per actor, a batch of raw lines in, records (as JSON) out."""
 
     def __init__(self, spec: dict, threads: int, max_tokens: int, temperature: float):
+        import ray
+
         from serve.host import EngineHost, load_model
 
         self.host = EngineHost(load_model(spec, threads), spec["name"])
         self.max_tokens, self.temperature = max_tokens, temperature
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict) -> dict:
         lines, index = [str(x) for x in batch["raw"]], [int(i) for i in batch["line"]]
@@ -163,26 +180,67 @@ class _RayChunk:
         recs = process_chunk(self.host, 0, lines, self.max_tokens, self.temperature, errors)
         for rec, i in zip(recs, index):
             rec["line"] = i
-        return {"line": index, "record": [json.dumps(r) for r in recs]}
+        return {"line": index, "record": [json.dumps(r) for r in recs], "node": [self.node] * len(recs)}
 
 
-def _ray_records(spec, todo, todo_errors, done, max_tokens, temperature, batch_size, threads):
-    """Ray Data path: map_batches on an engine actor, order preserved, written batch by batch."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+def _line_source(path: Path, done: int, block: int):
+    """A Ray Data datasource of the input's lines after `done`: one read task, on the driver's node (where
+    the file is), that streams the file through `read_lines` and yields a block every `block` lines."""
+    import pyarrow as pa
+    from ray.data import Datasource, ReadTask
+    from ray.data.block import BlockMetadata
+
+    def read():
+        from lifecycle.readers import read_lines
+
+        rows: list = []
+        for ln in itertools.islice(read_lines(path), done, None):
+            rows.append(ln)
+            if len(rows) == block:
+                yield _table(rows)
+                rows = []
+        if rows:
+            yield _table(rows)
+
+    def _table(rows):
+        return pa.table({"line": [ln.lineno - 1 for ln in rows], "raw": [ln.text or "" for ln in rows],
+                         "error": [ln.error or "" for ln in rows]})
+
+    class Lines(Datasource):
+        supports_distributed_reads = False  # the file is on this node
+
+        def estimate_inmemory_data_size(self):
+            return None
+
+        def get_read_tasks(self, parallelism, per_task_row_limit=None, data_context=None):
+            meta = BlockMetadata(num_rows=None, size_bytes=None, input_files=[str(path)], exec_stats=None)
+            return [ReadTask(read, meta)]
+
+    return Lines()
+
+
+def _ray_records(spec, path, done, max_tokens, temperature, batch_size, threads, address, actors, num_cpus, extra):
+    """Ray Data path: lines streamed from one read task to `actors` engine actors, order preserved."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(include_dashboard=False, object_store_memory=100 << 20, log_to_driver=False)
+    from serve.ray_backend import connect
+
+    started = connect(address)
     try:
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
-        ds = ray.data.from_items([{"line": done + i, "raw": raw or "", "error": err}
-                                  for i, (raw, err) in enumerate(zip(todo, todo_errors))])
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        # start the pool whole before the first batch, so work spreads over every actor's node (and an
+        # actor that cannot be placed is an error after 10 minutes, not a hang)
+        ctx.wait_for_min_actors_s = 600
+        ds = ray.data.read_datasource(_line_source(path, done, batch_size), num_cpus=0.1)  # it only reads
         out = ds.map_batches(_RayChunk, fn_constructor_args=(spec, threads, max_tokens, temperature),
-                             batch_size=batch_size, concurrency=1, num_cpus=0.5)
-        for b in out.iter_batches(batch_size=batch_size, batch_format="numpy"):
+                             batch_size=batch_size, concurrency=actors, num_cpus=num_cpus)
+        nodes: set = set()
+        for b in out.iter_batches(batch_size=None, batch_format="numpy"):
+            nodes.update(str(n) for n in b["node"])
             yield [json.loads(r) for r in b["record"]]
+        extra["nodes"] = len(nodes)
     finally:
         if started:
             ray.shutdown()
