@@ -3,21 +3,21 @@
     lifecycle deploy --release releases/r1 --image registry/lifecycle:0.1 --output deploy/out
     kubectl apply -f deploy/out/rayservice.yaml
 
-Paths in the manifests are paths inside the image built from deploy/Dockerfile: a release is copied to
-/opt/release, loose artifacts to /opt/models/<name>. A release whose gates refused it is not deployed.
+The image (deploy/Dockerfile) holds the code and every format's runtime, no model: each pod mounts a
+volume read-only, the release at /opt/release or loose artifacts at /opt/models/<name>, so one image
+serves every release. Worker groups and the autoscaler come from `--cluster FILE` (deploy/cluster.py).
+A release whose gates refused it is not deployed.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from deploy.cluster import RELEASE_ROOT, SERVE_PORT, ClusterSpec, load_cluster, ray_cluster
 from lifecycle.errors import UserError
 
-RELEASE_ROOT = "/opt/release"
 MODELS_ROOT = "/opt/models"
 RAY_VERSION = "2.60.0"
-SERVE_PORT = 8000
 API_KEY_ENV = "LIFECYCLE_API_KEY"  # the variable the image and the manifest use by default
 
 
@@ -29,49 +29,21 @@ def release_models(release: Path) -> list[dict]:
     return [{"name": target["name"], "path": f"{RELEASE_ROOT}/{target['artifact']}"}]
 
 
-def _pod(image: str, name: str, cpu: str, memory: str, serve_port: bool, key_env: str = "",
-         key_secret: str = "") -> dict:
-    ports = [{"containerPort": 6379, "name": "gcs"}, {"containerPort": 8265, "name": "dashboard"},
-             {"containerPort": 10001, "name": "client"}]
-    if serve_port:
-        ports.append({"containerPort": SERVE_PORT, "name": "serve"})
-    return {"spec": {"containers": [{
-        "name": name, "image": image, "ports": ports if serve_port else [],
-        "env": [{"name": "RAY_USAGE_STATS_ENABLED", "value": "0"}, {"name": "OMP_NUM_THREADS", "value": "1"},
-                {"name": "RAY_SERVE_THROUGHPUT_OPTIMIZED", "value": "1"}]
-        + ([{"name": key_env, "valueFrom": {"secretKeyRef": {"name": key_secret, "key": "api-key"}}}] if key_env else []),
-        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
-    }]}}
-
-
-def rayservice(serve_cfg: dict, name: str, image: str, workers: int = 1, worker_cpu: str = "2",
-               worker_memory: str = "4Gi") -> dict:
-    """A ray.io/v1 RayService: the Serve config as serveConfigV2, one head (no replicas) and a worker group.
-    When the app reads its API key from a variable, every pod gets it from the Secret `<name>-api-key`."""
+def rayservice(serve_cfg: dict, name: str, image: str, workers: int = 1, cluster: ClusterSpec | None = None,
+               mount: str = RELEASE_ROOT) -> dict:
+    """A ray.io/v1 RayService: the Serve config as serveConfigV2 and the cluster of `cluster` (head without
+    replicas, worker groups, autoscaler). When the app reads its API key from a variable, every pod gets it
+    from the Secret `<name>-api-key`."""
     import yaml
 
     key_env = serve_cfg["applications"][0]["args"]["options"].get("api_key_env", "")
-    keys = {"key_env": key_env, "key_secret": f"{name}-api-key"}
-
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayService",
         "metadata": {"name": name},
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve_cfg, sort_keys=False),
-            "rayClusterConfig": {
-                "rayVersion": RAY_VERSION,
-                "headGroupSpec": {
-                    # the head runs Ray's control plane and the HTTP proxy; replicas go to workers
-                    "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                    "template": _pod(image, "ray-head", "1", "2Gi", serve_port=True, **keys),
-                },
-                "workerGroupSpecs": [{
-                    "groupName": "cpu", "replicas": workers, "minReplicas": workers,
-                    "maxReplicas": max(workers, 4), "rayStartParams": {},
-                    "template": _pod(image, "ray-worker", worker_cpu, worker_memory, serve_port=False, **keys),
-                }],
-            },
+            "rayClusterConfig": ray_cluster(cluster or load_cluster(None, workers), name, image, RAY_VERSION, key_env, mount),
         },
     }
 
@@ -92,7 +64,8 @@ def _dumper():
 
 
 def render(output: Path, release: Path | None = None, models: list[str] | None = None, image: str = "lifecycle-serve:latest",
-           name: str = "lifecycle", workers: int = 1, config: Path | None = None, sets: list[str] | None = None) -> list[Path]:
+           name: str = "lifecycle", workers: int = 1, config: Path | None = None, sets: list[str] | None = None,
+           cluster: Path | None = None) -> list[Path]:
     """Write serve-config.yaml and rayservice.yaml into `output`; return their paths."""
     import yaml
 
@@ -100,6 +73,7 @@ def render(output: Path, release: Path | None = None, models: list[str] | None =
     from serve.config import ServeConfig, serve_config
     from serve.host import parse_model_spec
 
+    spec = load_cluster(cluster, workers)  # a bad cluster file fails before anything is written
     if bool(release) == bool(models):
         raise UserError("give either --release DIR or --model DIR (repeatable), not both or neither")
     if release:
@@ -117,5 +91,6 @@ def render(output: Path, release: Path | None = None, models: list[str] | None =
     paths[0].write_text("# serve run serve-config.yaml   (paths are inside the image from deploy/Dockerfile)\n"
                         + yaml.safe_dump(scfg, sort_keys=False))
     paths[1].write_text("# kubectl apply -f rayservice.yaml   (needs the KubeRay operator)\n"
-                        + yaml.dump(rayservice(scfg, name, image, workers), Dumper=_dumper(), sort_keys=False))
+                        + yaml.dump(rayservice(scfg, name, image, cluster=spec,
+                                             mount=RELEASE_ROOT if release else MODELS_ROOT), Dumper=_dumper(), sort_keys=False))
     return paths

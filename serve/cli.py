@@ -5,6 +5,7 @@
     lifecycle serve --model tiny-arith --write-config serve.yaml && serve run serve.yaml
     lifecycle serve --release releases/r1 --engine local       # a shipped release, under its name
     lifecycle batch --model tiny-arith --input in.jsonl --output out.jsonl
+    lifecycle batch --model tiny-arith -i in.jsonl -o out.jsonl --ray-address 127.0.0.1:6379 --actors 2
     lifecycle deploy --release releases/r1 --image registry/lifecycle:0.1 --output deploy/out
 
 This module stays light: fastapi, ray and torch are imported inside the command bodies.
@@ -105,13 +106,17 @@ def register(root: typer.Typer) -> None:
         batch_size: Annotated[int, typer.Option(help="lines per engine call")] = 16,
         threads: Annotated[int, typer.Option(help="torch threads")] = 1,
         ray: Annotated[bool, typer.Option("--ray", help="run on Ray Data (a cluster, or a local one)")] = False,
+        ray_address: Annotated[str, typer.Option(help="with --ray: join this cluster (HOST:PORT or auto); empty starts one here")] = "",
+        actors: Annotated[int, typer.Option(help="with --ray: engine actors, spread over the cluster's nodes")] = 1,
+        num_cpus: Annotated[float, typer.Option(help="with --ray: CPUs reserved per engine actor")] = 0.5,
         restart: Annotated[bool, typer.Option(help="ignore an existing output and start over")] = False,
     ) -> None:
         """Offline batch inference: resumable, order-preserving, failures reported per line."""
         from serve.batch import run_batch
 
         run_batch(model, input, output, max_tokens=max_tokens, temperature=temperature, batch_size=batch_size,
-                  threads=threads, use_ray=ray, restart=restart)
+                  threads=threads, use_ray=ray or bool(ray_address), restart=restart, ray_address=ray_address,
+                  actors=actors, num_cpus=num_cpus)
 
     @root.command()
     def deploy(
@@ -120,12 +125,13 @@ def register(root: typer.Typer) -> None:
         model: ModelsOpt = None,
         image: Annotated[str, typer.Option(help="container image built from deploy/Dockerfile")] = "lifecycle-serve:latest",
         name: Annotated[str, typer.Option(help="RayService name")] = "lifecycle",
-        workers: Annotated[int, typer.Option(help="Ray worker pods")] = 1,
+        workers: Annotated[int, typer.Option(help="Ray worker pods of the default CPU group (without --cluster)")] = 1,
+        cluster: Annotated[Optional[Path], typer.Option(help="YAML of worker groups (CPU/GPU) and autoscaler, e.g. configs/deploy-kuberay.yaml")] = None,
         config: ConfigOpt = None, set: SetOpt = None,
     ) -> None:
         """Render a Serve config and a KubeRay RayService manifest for a release or artifacts."""
         from deploy.render import render
 
         for path in render(output, release=release, models=model or [], image=image, name=name,
-                           workers=workers, config=config, sets=set):
+                           workers=workers, config=config, sets=set, cluster=cluster):
             print(f"wrote {path}")

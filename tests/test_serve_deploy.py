@@ -1,5 +1,6 @@
 """deploy/: the Serve config is one `serve run` accepts, the RayService satisfies the CRD's required
-fields (deploy/rayservice-schema.json, checked offline), and the Dockerfile starts `lifecycle serve`.
+fields (deploy/rayservice-schema.json, checked offline) with the autoscaler and worker groups of a cluster
+file, and the Dockerfile starts `lifecycle serve --release` on a mounted release with every format's runtime.
 
     python -m pytest tests/test_serve_deploy.py -q
 """
@@ -136,6 +137,61 @@ def test_write_config_cli_and_builder(tmp_path):
     assert model_app.ray_actor_options["num_cpus"] == 0.5
 
 
+def test_kuberay_cluster_scales_with_cpu_and_gpu_groups(tmp_path, base_artifact):
+    """configs/deploy-kuberay.yaml: autoscaler on, a CPU and a GPU group as the file says, the release
+    mounted read-only from a PVC, no Ray Client port, the head Service cluster-internal."""
+    paths = render(tmp_path / "o", release=_release(tmp_path, base_artifact), image="reg/l:1",
+                   cluster=DEPLOY.parent / "configs" / "deploy-kuberay.yaml", sets=["num_gpus=1"])
+    manifest = yaml.safe_load(paths[1].read_text())
+    jsonschema.validate(manifest, json.loads((DEPLOY / "rayservice-schema.json").read_text()))
+    rc = manifest["spec"]["rayClusterConfig"]
+    assert rc["enableInTreeAutoscaling"] is True and rc["autoscalerOptions"]["idleTimeoutSeconds"] == 60
+    cpu, gpu = rc["workerGroupSpecs"]
+    assert (cpu["groupName"], cpu["minReplicas"], cpu["replicas"], cpu["maxReplicas"]) == ("cpu", 1, 1, 4)
+    assert (gpu["groupName"], gpu["minReplicas"], gpu["replicas"], gpu["maxReplicas"]) == ("gpu", 0, 0, 2)
+    pod = gpu["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["containers"][0]["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"} and pod["tolerations"]
+    assert gpu["rayStartParams"]["num-gpus"] == "1" and json.loads(gpu["rayStartParams"]["resources"].strip("'")) == {"l4": 1}
+    assert "nvidia.com/gpu" not in cpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    head = rc["headGroupSpec"]
+    assert head["serviceType"] == "ClusterIP" and head["enableIngress"] is False
+    assert head["rayStartParams"]["num-cpus"] == "0"  # replicas only on workers, which the autoscaler adds
+    ports = {p["name"] for p in head["template"]["spec"]["containers"][0]["ports"]}
+    assert "client" not in ports and "dashboard" in ports  # KubeRay submits serveConfigV2 via the dashboard
+    for group in (head, cpu, gpu):
+        spec = group["template"]["spec"]
+        assert spec["volumes"] == [{"name": "release", "persistentVolumeClaim": {"claimName": "lifecycle-release",
+                                                                             "readOnly": True}}]
+        assert spec["containers"][0]["volumeMounts"][0] == {"name": "release", "mountPath": "/opt/release",
+                                                             "readOnly": True}
+    serve_cfg = yaml.safe_load(manifest["spec"]["serveConfigV2"])
+    assert serve_cfg["applications"][0]["args"]["options"]["num_gpus"] == 1
+    from serve.ray_backend import build_openai_app
+
+    app = build_openai_app(serve_cfg["applications"][0]["args"])
+    [handle] = app._bound_deployment.init_args[0].values()
+    assert handle._bound_deployment.ray_actor_options["num_gpus"] == 1
+
+
+def test_cluster_file_errors(tmp_path, base_artifact):
+    bad = tmp_path / "c.yaml"
+    for text, msg in [("worker_groups: [{name: a, min_replicas: 3, max_replicas: 2}]", "min_replicas"),
+                      ("worker_groups: [{name: a, gpu: 1}]", "unknown WorkerGroup field"),
+                      ("worker_groups: [{name: a}, {name: a}]", "must differ"),
+                      ("upscaling_mode: Fast", "upscaling_mode")]:
+        bad.write_text(text)
+        with pytest.raises(UserError, match=msg):
+            render(tmp_path / "o", release=_release(tmp_path, base_artifact), cluster=bad)
+        shutil.rmtree(tmp_path / "r1")
+    manifest = yaml.safe_load(render(tmp_path / "o", models=["m=mock"])[1].read_text())
+    [group] = manifest["spec"]["rayClusterConfig"]["workerGroupSpecs"]  # no file: one CPU group
+    assert (group["minReplicas"], group["maxReplicas"]) == (1, 4)
+    mount = group["template"]["spec"]["containers"][0]["volumeMounts"][0]
+    assert mount["mountPath"] == "/opt/models"
+
+
 def test_templates_parse(tmp_path):
     _check_serve_config(yaml.safe_load((DEPLOY / "serve-config.template.yaml").read_text()))
     docker = (DEPLOY / "Dockerfile").read_text()
@@ -143,6 +199,16 @@ def test_templates_parse(tmp_path):
     assert cmd[:2] == ["lifecycle", "serve"]
     # the image serves on 0.0.0.0, so it needs a key unless the user overrides CMD explicitly
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0" and cmd[cmd.index("--api-key-env") + 1] == "LIFECYCLE_API_KEY"
+    # one image for every release: the release is mounted at start, never copied in
+    assert cmd[cmd.index("--release") + 1] == "/opt/release" and 'VOLUME ["/opt/release"]' in docker
+    assert not [ln for ln in docker.splitlines() if ln.startswith("COPY") and ("RELEASE" in ln or "artifacts" in ln)]
+    # ... and for every format: the quant extra holds the GGUF, ONNX and GPTQ runtimes
+    [install] = [ln for ln in docker.splitlines() if ln.startswith("RUN pip install '.[")]
+    assert "quant" in install and "serve" in install
+    import tomllib
+
+    quant = " ".join(tomllib.loads((DEPLOY.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]["quant"])
+    assert all(pkg in quant for pkg in ("llama-cpp-python", "onnxruntime-genai", "gptqmodel"))
     # the CLI registers every area's commands at import, so the image needs every package
     from lifecycle.release.codegraph import PACKAGES
 
