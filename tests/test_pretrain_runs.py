@@ -2,8 +2,9 @@
 
 Continued pretraining of tiny-arith lowers held-out perplexity (full and LoRA; the adapter merges), a run
 killed after a checkpoint resumes from it, a micro model trained from scratch with its own tokenizer beats
-a unigram model of the same tokens, and that tokenizer converts to GGUF. Runs are a few dozen steps of 8
-blocks of 64 tokens on one thread.
+a unigram model of the same tokens, and that model converts to GGUF (its tokenizer read by llama.cpp) and to
+ONNX (onnxruntime-genai, the same next tokens). Runs are tens to hundreds of steps of 8 blocks of 64 tokens
+on one thread.
 """
 
 import importlib.util
@@ -140,6 +141,18 @@ def test_scratch_tokenizer_converts_to_gguf(scratch, tmp_path):
             assert llm.tokenize(text.encode(), add_bos=True, special=False) == tok(text)["input_ids"], text
     finally:
         llm.close()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("onnxruntime_genai", "onnx")),
+                    reason="needs the quant extra (onnxruntime-genai, onnx)")
+def test_scratch_model_converts_to_onnx(scratch, tmp_path):
+    from quantize.driver import quantize
+
+    art = Artifact.load(quantize(scratch.path, "onnx", tmp_path / "onnx", ["eval_items=0", "parity_prompts=4",
+                                                                          "threads=1"]))
+    m = art.metrics
+    assert art.format == "onnx" and m["top1_agreement"] == 1.0 and m["greedy_agreement"] == 1.0, m
 
 
 def _cli(*args, home: Path):
