@@ -63,6 +63,23 @@ def test_lora_writes_an_adapter_that_merges(tmp_path, torch_one_thread):
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("family, method", [("qwen2", "lora"), ("llama3", "full")])
+def test_other_families_continue_pretraining(family, method, family_checkpoints, tmp_path, torch_one_thread):
+    """Qwen2 adds no BOS (documents are joined by EOS alone); Llama-3 adds BOS before each document."""
+    from lifecycle.train import corpus
+    from lifecycle.train.tokenizer import load_tokenizer
+
+    path = family_checkpoints(family)
+    tok = load_tokenizer(path)
+    art = pretrain(tmp_path / family, model=str(path), method=method, max_steps=3, eval_blocks=2,
+                  batch_size=2, seq_len=32)
+    assert art.format == ("adapter" if method == "lora" else "hf")
+    assert math.isfinite(art.metrics["heldout_perplexity_after"]), art.metrics
+    block = corpus.take_blocks(corpus.pack(corpus.documents(CORPUS), tok, 64), 1)[0]["input_ids"]
+    assert tok.eos_token_id in block and (tok.bos_token_id in block) == (family == "llama3")
+
+
+@pytest.mark.integration
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, torch_one_thread):
     import lifecycle.train.common as common
 
