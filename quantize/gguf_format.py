@@ -18,6 +18,9 @@ import ctypes
 import dataclasses
 import json
 import logging
+import os
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -229,8 +232,9 @@ class GGUFEngine(TokenEngine):
             raise UserError(f"{artifact.path} has no {GGUF_FILE}; it is not a GGUF artifact")
         trained = trained_context(path)
         ctx = bounded_context(context_length or n_ctx, trained)
-        llm = Llama(model_path=str(path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
-                    n_threads=threads or 1, n_threads_batch=threads or 1, logits_all=False, verbose=False)
+        with _model_params(use_extra_bufts=extra_buffers_allowed()):
+            llm = Llama(model_path=str(path), n_ctx=ctx, n_batch=min(n_batch, ctx), n_ubatch=min(n_batch, ctx),
+                        n_threads=threads or 1, n_threads_batch=threads or 1, logits_all=False, verbose=False)
         return cls(llm, load_tokenizer(artifact.path), artifact, min(ctx, llm.n_ctx()), trained)
 
     @property
@@ -321,6 +325,47 @@ class GGUFEngine(TokenEngine):
             llama_cpp.llama_batch_free(self._batch)
             self.llm.close()
             self.llm = None
+
+
+def extra_buffers_allowed() -> bool:
+    """Whether llama.cpp may put weights in its extra CPU buffer types (AMX tiles, repacked quants).
+
+    Off where the CPU advertises AMX: a VM can advertise AMX without enabling it (seen on a Firecracker
+    guest with kernel 6.18), and the first AMX matmul then dies with a general-protection fault in
+    libggml-cpu, taking the whole process with it. Off costs AMX speed on hosts where AMX works;
+    LIFECYCLE_GGUF_EXTRA_BUFFERS=1 turns them back on, =0 turns them off anywhere."""
+    forced = os.environ.get("LIFECYCLE_GGUF_EXTRA_BUFFERS")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        return " amx_tile" not in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _model_params(**fields):
+    """Let `Llama(...)` load its model with `fields` set on llama_model_params (its constructor does not
+    expose them): llama-cpp-python builds its params from `llama_model_default_params`, patched here."""
+    import llama_cpp.llama_cpp as low
+
+    with _PARAMS_LOCK:
+        original = low.llama_model_default_params
+
+        def patched():
+            params = original()
+            for key, value in fields.items():
+                setattr(params, key, value)
+            return params
+
+        low.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            low.llama_model_default_params = original
 
 
 def trained_context(path: Path) -> int:

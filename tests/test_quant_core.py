@@ -94,3 +94,27 @@ def test_builtin_shapes_fit_every_quantized_runtime(base_artifact):
     widths = {"hidden": cfg["hidden_size"], "intermediate": cfg["intermediate_size"],
               "kv": head * cfg["num_key_value_heads"], "vocab": cfg["vocab_size"]}
     assert all(w % 64 == 0 for w in widths.values()), widths
+
+
+@pytest.mark.unit
+def test_gguf_extra_buffers_off_where_amx_is_advertised(monkeypatch):
+    """AMX advertised but not enabled kills the process in libggml-cpu; the setting keeps llama.cpp off it."""
+    pytest.importorskip("llama_cpp")
+    import llama_cpp.llama_cpp as low
+
+    from quantize import gguf_format
+
+    monkeypatch.setenv("LIFECYCLE_GGUF_EXTRA_BUFFERS", "0")
+    assert gguf_format.extra_buffers_allowed() is False
+    monkeypatch.setenv("LIFECYCLE_GGUF_EXTRA_BUFFERS", "1")
+    assert gguf_format.extra_buffers_allowed() is True
+    monkeypatch.delenv("LIFECYCLE_GGUF_EXTRA_BUFFERS")
+    with open("/proc/cpuinfo") as f:
+        advertised = " amx_tile" in f.read()
+    assert gguf_format.extra_buffers_allowed() is (not advertised)
+
+    original = low.llama_model_default_params
+    with gguf_format._model_params(use_extra_bufts=False, vocab_only=True):
+        params = low.llama_model_default_params()
+        assert params.use_extra_bufts is False and params.vocab_only is True
+    assert low.llama_model_default_params is original and original().use_extra_bufts is True
