@@ -32,6 +32,7 @@ from serve.protocol import APIError
 
 HEALTH_REFRESH_S = 1.0  # how stale a cached /health answer may get
 RETRIES = 2  # times a request whose replica died before answering is sent again (to another replica)
+HEAD_RESOURCE = "node:__internal_head__"  # the resource Ray gives the head node alone
 _REPLICA_DIED = ("RayActorError", "ActorDiedError", "ActorUnavailableError")
 
 
@@ -200,7 +201,8 @@ def _deployment_name(model: str) -> str:
 
 
 def build_openai_app(args: dict):
-    """Serve application builder: {"models": [{"name", "path"}], "options": {ServeConfig fields}}."""
+    """Serve application builder: {"models": [{"name", "path"}], "options": {ServeConfig fields}}
+    (and "router_on_head": true to keep the router on the head node, beside a HeadOnly proxy)."""
     specs = args.get("models") or []
     if not specs:
         raise UserError("no models to serve: give at least one --model (args.models in a Serve YAML)")
@@ -220,7 +222,12 @@ def build_openai_app(args: dict):
             max_ongoing_requests=cfg.max_ongoing_requests, max_queued_requests=max(1, cfg.max_queued_requests),  # 0 refuses all in Serve
             graceful_shutdown_timeout_s=cfg.drain_timeout_s + 30, graceful_shutdown_wait_loop_s=1.0, **scale,
         ).bind(spec, cfg.threads, cfg.max_batch_size, cfg.batch_wait_timeout_s, cfg.stream_interval_ms / 1000)
-    router = Router.options(ray_actor_options={"num_cpus": cfg.router_num_cpus})
+    router_actor: dict = {"num_cpus": cfg.router_num_cpus}
+    if args.get("router_on_head"):
+        # next to the head's HTTP proxy (`lifecycle serve` runs it HeadOnly): a worker node that dies then
+        # takes no ingress with it. On a worker, the router's in-flight requests failed as plain 500s.
+        router_actor["resources"] = {HEAD_RESOURCE: 0.001}
+    router = Router.options(ray_actor_options=router_actor)
     return router.bind(handles, cfg.app_settings())
 
 
@@ -318,7 +325,7 @@ def run_ray(cfg: ServeConfig, specs: list[dict], ready: threading.Event | None =
     try:
         serve.start(http_options={"host": cfg.host, "port": cfg.port,
                                   "request_timeout_s": cfg.request_timeout_s + 5}, proxy_location="HeadOnly")
-        serve._run(build_openai_app({"models": specs, "options": cfg.__dict__}), _blocking=False,
+        serve._run(build_openai_app({"models": specs, "options": cfg.__dict__, "router_on_head": True}), _blocking=False,
                    name=APP_NAME, route_prefix="/")
         _wait_running(APP_NAME, cfg.startup_timeout_s)
         print(f"serving {', '.join(s['name'] for s in specs)} on http://{cfg.host}:{cfg.port}/v1 (Ray Serve)",

@@ -1,6 +1,6 @@
 """Two Ray nodes on this box, bound to 127.0.0.1 (`ray.cluster_utils.Cluster`, started once for the module):
 
-- `lifecycle serve --set ray_address=...` joins the cluster and puts the model's two replicas on different
+- `lifecycle serve --release R --set ray_address=...` joins the cluster and puts the model's two replicas on different
   nodes; with the worker node killed under load, requests keep succeeding, and when a node returns the
   replica goes back onto it;
 - `lifecycle batch --ray-address ...` runs its engine actors on both nodes and writes, byte for byte, what
@@ -64,13 +64,28 @@ def _env() -> dict:
 
 
 @pytest.fixture(scope="module")
-def server(cluster):
+def release(tmp_path_factory, base_artifact) -> Path:
+    """A shipped release folder, as `lifecycle ship` writes it, around the built-in model."""
+    from lifecycle.artifact import sha256_file
+
+    rel = tmp_path_factory.mktemp("rel") / "r1"
+    shutil.copytree(base_artifact.path, rel / "artifacts" / "merged")
+    digest = sha256_file(rel / "artifacts" / "merged" / "manifest.json")
+    (rel / "release.json").write_text(json.dumps({
+        "schema": "lifecycle.release/1", "release": "r1", "verdict": "shipped", "artifact": "artifacts/merged",
+        "config": {}, "stages": [], "gates": [], "failed": [],
+        "artifacts": {"merged": {"path": "artifacts/merged", "format": "hf", "manifest_sha256": digest}}}))
+    return rel
+
+
+@pytest.fixture(scope="module")
+def server(cluster, release):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     log = open(Path(cluster.tmp) / "serve.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "lifecycle.cli", "serve", "--model", "tiny-arith", "--port", str(port),
+        [sys.executable, "-m", "lifecycle.cli", "serve", "--release", str(release), "--port", str(port),
          "--set", f"ray_address={cluster.address}", "--set", "min_replicas=2", "--set", "max_replicas=2",
          "--set", "max_replicas_per_node=1", "--set", "num_cpus=0.5", "--set", "startup_timeout_s=120"],
         env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -103,7 +118,7 @@ def _replica_nodes(cluster, within_s: float = 30) -> dict[int, str]:
     from serve.ray_backend import connect
 
     connect(cluster.address)  # once per module; the fixture disconnects
-    handle = serve.get_deployment_handle("model-tiny-arith", app_name="lifecycle")
+    handle = serve.get_deployment_handle("model-r1", app_name="lifecycle")
     seen: dict[int, str] = {}
     deadline = time.monotonic() + within_s
     while len(set(seen.values())) < 2 and time.monotonic() < deadline:
@@ -116,7 +131,7 @@ def _replica_nodes(cluster, within_s: float = 30) -> dict[int, str]:
 
 def _chat(url: str) -> str:
     r = httpx.post(url + "/v1/chat/completions", timeout=60, json={
-        "model": "tiny-arith", "max_tokens": 8, "temperature": 0,
+        "model": "r1", "max_tokens": 8, "temperature": 0,
         "messages": [{"role": "user", "content": "What is 12+30?"}]})
     r.raise_for_status()
     return r.json()["choices"][0]["message"]["content"]
@@ -171,7 +186,7 @@ def test_losing_the_worker_node_under_load(cluster, server):
                 results.append(False)
                 errors.append(e.response.text[:300] if isinstance(e, httpx.HTTPStatusError) else repr(e))
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(4)]
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
     for t in threads:
         t.start()
     time.sleep(3)
