@@ -230,6 +230,12 @@ def test_card_takes_use_and_license_from_config(tmp_path):
     assert "lifecycle serve --release" in text and "refuses" not in text
 
 
+
+def test_card_names_a_pretrain_corpus(tmp_path):
+    cfg = {**CONFIG, "pretrain": {"data": "/data/notes/subtraction.jsonl", "max_steps": 100}}
+    text = card.write_card(make_release(tmp_path, config=cfg)).read_text()
+    assert "then on the corpus `subtraction.jsonl`" in text and "pretrained only on synthetic" not in text
+
 # ---- load / list / show / diff ---------------------------------------------------------------------------
 def test_load_release_refuses_tampered_output(tmp_path):
     rel_dir = make_release(tmp_path)

@@ -154,8 +154,14 @@ def card_text(release_dir: Path, rel: dict) -> str:
                      fmt(s.get("wall_s"), ".1f"), _options_text(opts) or "-"])
     lines += _md_table(["stage", "target", "cached or run", "wall s", "key options"], rows)
 
+    limits = TOY_LIMITS if toy else OTHER_LIMITS
+    corpus = str((config.get("pretrain") or {}).get("data") or "")
+    if toy and corpus:  # a ship pretrain stage continued the toy on the user's corpus
+        limits = limits.replace("pretrained only on synthetic sums and string tasks",
+                                f"pretrained on synthetic sums and string tasks, then on the corpus "
+                                f"`{Path(corpus).name}`")
     lines += ["## Intended use", "", card.get("intended_use") or (TOY_USE if toy else OTHER_USE), "",
-              "## Limitations", "", card.get("limitations") or (TOY_LIMITS if toy else OTHER_LIMITS), ""]
+              "## Limitations", "", card.get("limitations") or limits, ""]
 
     lines += ["## Training procedure", ""]
     training = rel.get("training") or {}
