@@ -27,6 +27,8 @@ from lifecycle.engine import Completion, Prompt, SamplingParams
 from lifecycle.errors import UserError
 from serve import protocol as P
 
+ACTOR_START_S = 300  # how long Ray Data may take to place and load every engine actor
+
 
 def _parse_line(raw: str, max_tokens: int, temperature: float) -> tuple[Prompt, SamplingParams, object]:
     from lifecycle.readers import parse
@@ -231,15 +233,19 @@ def _ray_records(spec, path, done, max_tokens, temperature, batch_size, threads,
         ctx.execution_options.preserve_order = True
         ctx.enable_progress_bars = False
         # start the pool whole before the first batch, so work spreads over every actor's node (and an
-        # actor that cannot be placed is an error after 10 minutes, not a hang)
-        ctx.wait_for_min_actors_s = 600
+        # actor that cannot be placed is an error, not a hang)
+        ctx.wait_for_min_actors_s = ACTOR_START_S
         ds = ray.data.read_datasource(_line_source(path, done, batch_size), num_cpus=0.1)  # it only reads
         out = ds.map_batches(_RayChunk, fn_constructor_args=(spec, threads, max_tokens, temperature),
                              batch_size=batch_size, concurrency=actors, num_cpus=num_cpus)
         nodes: set = set()
-        for b in out.iter_batches(batch_size=None, batch_format="numpy"):
-            nodes.update(str(n) for n in b["node"])
-            yield [json.loads(r) for r in b["record"]]
+        try:
+            for b in out.iter_batches(batch_size=None, batch_format="numpy"):
+                nodes.update(str(n) for n in b["node"])
+                yield [json.loads(r) for r in b["record"]]
+        except ray.exceptions.GetTimeoutError:
+            raise UserError(f"the cluster could not start {actors} engine actors of {num_cpus} CPUs within "
+                            f"{ACTOR_START_S} s; lower --actors or --num-cpus, or add nodes") from None
         extra["nodes"] = len(nodes)
     finally:
         if started:

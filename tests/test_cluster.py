@@ -170,6 +170,20 @@ def test_batch_spreads_actors_and_matches_local_bytes(cluster, tmp_path):
     assert on_ray.read_bytes() == local.read_bytes()
 
 
+def test_batch_actors_that_do_not_fit_are_one_clear_error(cluster, tmp_path, monkeypatch):
+    import serve.batch
+    from lifecycle.errors import UserError
+    from serve.ray_backend import connect
+
+    connect(cluster.address)
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"prompt": "1+1="}\n')
+    monkeypatch.setattr(serve.batch, "ACTOR_START_S", 3)
+    with pytest.raises(UserError, match="could not start 2 engine actors of 3.0 CPUs"):
+        serve.batch.run_batch("mock", src, tmp_path / "out.jsonl", ray_address=cluster.address, actors=2, num_cpus=3.0,
+                              use_ray=True)
+
+
 def test_losing_the_worker_node_under_load(cluster, server):
     """Clients keep sending while the worker node dies: Serve's retry sends a dead replica's requests to the
     live one; when a node joins again, the second replica is placed on it."""
