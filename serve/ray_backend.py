@@ -241,7 +241,8 @@ def _wait_running(name: str, timeout_s: float) -> None:
             raise UserError(f"Ray Serve could not deploy the models: {app.message.strip().splitlines()[-1]}")
         time.sleep(0.5)
     raise UserError(f"replicas were not running after {timeout_s:.0f}s; the cluster may lack CPUs for "
-                    "num_cpus x replicas (lower --set num_cpus=... or add nodes)")
+                    "num_cpus x replicas (lower --set num_cpus=... or add nodes), or the head node lacks "
+                    "router_num_cpus for the router")
 
 
 def _answers(host: str, port: int) -> bool:
