@@ -153,7 +153,7 @@ def train_and_write(cfg, out: Path, policy, model, tok, make_trainer, extra_metr
     """Measure, train (make_trainer(work_dir, log) -> trainer), measure again and write the adapter."""
     import tempfile
 
-    from lifecycle.train.common import MetricsLog, drop_printer
+    from lifecycle.train.common import MetricsLog, drop_printer, is_writer, writer_done
 
     from lifecycle.models import task_profile
 
@@ -166,5 +166,9 @@ def train_and_write(cfg, out: Path, policy, model, tok, make_trainer, extra_metr
         result = trainer.train()
     metrics = {"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1)}
     metrics.update(extra_metrics(trainer, log) if extra_metrics else {})
+    if not is_writer(trainer, metrics):  # under `accelerate launch` the main process measures and writes
+        return out
     metrics.update(before_after(before, policy_measures(trainer.model, tok, cfg.eval_items, profile)))
-    return write_policy_adapter(out, cfg, policy, trainer.model, tok, log, metrics)
+    write_policy_adapter(out, cfg, policy, trainer.model, tok, log, metrics)
+    writer_done(trainer)
+    return out

@@ -58,8 +58,9 @@ def run(cfg: DPOConfig, out: Path) -> Path:
     from lifecycle.config import to_dict
     from lifecycle.data.load import PREFERENCE_FIELDS, load_records
     from lifecycle.models import resolve, task_profile
-    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback,
-                                        save_tokenizer, setup_torch, stage_eval, trainer_common_args)
+    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, is_writer, load_causal_lm,
+                                        progress_callback, save_tokenizer, setup_torch, stage_eval,
+                                        trainer_common_args, writer_done)
     from lifecycle.train.sft import lora_config
 
     setup_torch(cfg.threads, cfg.seed)
@@ -85,10 +86,13 @@ def run(cfg: DPOConfig, out: Path) -> Path:
         "reward_accuracy": last.get("rewards/accuracies"),
         "reward_margin": last.get("rewards/margins"),
     })
+    if not is_writer(trainer, metrics):
+        return out
     metrics.update(stage_eval(trainer.model, tok, cfg.eval_items, task_profile(policy)))
     with write_artifact(out, format="adapter", stage="align", parent=policy, options={"method": cfg.METHOD, **to_dict(cfg)},
                         metrics=metrics, extra={"base": base_ref(policy), "adapter_method": "lora", "align_method": cfg.METHOD}) as tmp:
         trainer.model.save_pretrained(tmp)
         save_tokenizer(tok, tmp)
         log.write(tmp / "train_log.json", metrics)
+    writer_done(trainer)
     return out

@@ -128,9 +128,11 @@ def run(cfg: RewardConfig, out: Path) -> Path:
     from lifecycle.train.common import (
         MetricsLog,
         drop_printer,
+        is_writer,
         progress_callback,
         save_tokenizer,
         trainer_common_args,
+        writer_done,
     )
 
     records = load_data(cfg.data, PREFERENCE_FIELDS, "reward", "builtin:pref-correctness", cfg.n_examples, cfg.seed)
@@ -165,11 +167,15 @@ def run(cfg: RewardConfig, out: Path) -> Path:
                                 peft_config=peft_config, callbacks=[progress_callback(log, f"reward ({cfg.method})")])
         drop_printer(trainer)
         result = trainer.train()
+    processes: dict = {}
+    if not is_writer(trainer, processes):  # under `accelerate launch` the main process measures and writes
+        return out
     trained = trainer.model.merge_and_unload() if cfg.method == "lora" else trainer.model
     trained.eval()
     last = last_logged(log.history)
     metrics = {"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1),
-               "pairs": len(records), "train_accuracy": last.get("accuracy"), "train_margin": last.get("margin")}
+               "pairs": len(records), "train_accuracy": last.get("accuracy"), "train_margin": last.get("margin"),
+               **processes}
     if heldout:
         after = pairwise_accuracy(trained, tok, heldout)
         metrics.update({"reward_accuracy": after["pairwise_accuracy"], "reward_margin": after["mean_margin"],
@@ -181,4 +187,5 @@ def run(cfg: RewardConfig, out: Path) -> Path:
         trained.save_pretrained(tmp)
         save_tokenizer(tok, tmp)
         log.write(tmp / "train_log.json", metrics)
+    writer_done(trainer)
     return out

@@ -94,6 +94,26 @@ def per_device_batch(batch_size: int) -> int:
     return batch_size // n
 
 
+def is_writer(trainer, metrics: dict) -> bool:
+    """After `trainer.train()`: True where this process evaluates and writes the artifact (always alone; the
+    main process under `accelerate launch`, whose replica DDP keeps equal to the others). A process that is
+    not the writer has waited for the writer to finish. The writer calls `writer_done` after writing."""
+    accelerator = trainer.accelerator
+    if accelerator.num_processes == 1:
+        return True
+    metrics["processes"] = accelerator.num_processes
+    if accelerator.is_main_process:
+        return True
+    accelerator.wait_for_everyone()
+    return False
+
+
+def writer_done(trainer) -> None:
+    """The writer's side of `is_writer`: release the other processes once the artifact is in place."""
+    if trainer.accelerator.num_processes > 1:
+        trainer.accelerator.wait_for_everyone()
+
+
 def trainer_common_args(output_dir: str, cfg) -> dict:
     """TrainingArguments shared by the TRL stages (CPU, no hub, no external loggers, our progress bar).
 

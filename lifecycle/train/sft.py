@@ -115,8 +115,9 @@ def run(cfg: SFTConfig, out: Path) -> Path:
     from lifecycle.config import to_dict
     from lifecycle.data.load import SFT_FIELDS, load_records
     from lifecycle.train.chat_masks import tokenize_chats
-    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback,
-                                        save_tokenizer, setup_torch, stage_eval, trainer_common_args)
+    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, is_writer, load_causal_lm,
+                                        progress_callback, save_tokenizer, setup_torch, stage_eval,
+                                        trainer_common_args, writer_done)
 
     setup_torch(cfg.threads, cfg.seed)
     if cfg.method == "qlora":
@@ -144,12 +145,8 @@ def run(cfg: SFTConfig, out: Path) -> Path:
         result = trainer.train()
     metrics.update({"train_loss": result.training_loss, "train_wall_s": round(result.metrics["train_runtime"], 1),
                     "examples": len(rows), "examples_notes": dict(notes)})
-    accelerator = trainer.accelerator
-    if accelerator.num_processes > 1:
-        metrics["processes"] = accelerator.num_processes
-        if not accelerator.is_main_process:  # DDP keeps every replica equal: the main process writes the artifact
-            accelerator.wait_for_everyone()
-            return out
+    if not is_writer(trainer, metrics):  # DDP keeps every replica equal: the main process writes the artifact
+        return out
     metrics.update(stage_eval(trainer.model, tok, cfg.eval_items, task_profile(base)))
 
     fmt = "adapter" if is_adapter else "hf"
@@ -159,6 +156,5 @@ def run(cfg: SFTConfig, out: Path) -> Path:
         trainer.model.save_pretrained(tmp)
         save_tokenizer(tok, tmp)
         log.write(tmp / "train_log.json", metrics)
-    if accelerator.num_processes > 1:
-        accelerator.wait_for_everyone()
+    writer_done(trainer)
     return out
