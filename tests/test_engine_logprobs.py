@@ -63,7 +63,10 @@ def test_generated_logprobs_keep_text_and_match_stream(engine):
     ids = engine.tok(prompt).input_ids
     if engine.tok(prompt + got.text).input_ids == ids + [x.token_id for x in got.logprobs]:
         [s] = engine.score([(prompt, got.text)])
-        assert abs(s.logprob - sum(x.logprob for x in got.logprobs)) < 1e-3
+        # GPTQModel's CPU kernel dequantizes per call, so a one-token decode step and a whole-sequence forward
+        # round differently (seen: 2.9e-3 over 8 tokens); the other engines are held to 1e-3
+        tol = 5e-3 if engine.artifact is not None and engine.artifact.format == "gptq" else 1e-3
+        assert abs(s.logprob - sum(x.logprob for x in got.logprobs)) < tol
 
 
 def test_logprobs_stop_where_the_text_stops(engine):
