@@ -229,3 +229,22 @@ def test_dockerfile_lints_clean():
     out = subprocess.run([hadolint, "--no-color", str(DEPLOY / "Dockerfile")], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0 and not out.stdout.strip(), out.stdout + out.stderr
+
+
+def test_sagemaker_serve_starts_the_release_on_8080(tmp_path):
+    """`docker run IMAGE serve` (SageMaker's contract) runs deploy/sagemaker-serve, copied in as `serve`: the
+    release at /opt/ml/model, port 8080, /ping and /invocations; a stub `lifecycle` records its arguments."""
+    docker = (DEPLOY / "Dockerfile").read_text()
+    assert "COPY deploy/sagemaker-serve /opt/venv/bin/serve" in docker  # on PATH in the image
+    stub = tmp_path / "lifecycle"
+    stub.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    stub.chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    args = subprocess.run([str(DEPLOY / "sagemaker-serve")], env=env, capture_output=True, text=True,
+                          check=True).stdout.split()
+    assert args[:3] == ["serve", "--release", "/opt/ml/model"]
+    assert args[args.index("--port") + 1] == "8080" and "--allow-unauthenticated" in args
+    env["SAGEMAKER_BIND_TO_PORT"] = "9000"
+    args = subprocess.run([str(DEPLOY / "sagemaker-serve"), "--set", "max_batch_size=4"], env=env,
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert args[args.index("--port") + 1] == "9000" and args[-2:] == ["--set", "max_batch_size=4"]
