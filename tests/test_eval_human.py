@@ -116,3 +116,10 @@ def test_duplicate_and_unknown_ids(tmp_path):
     bad.write_text("\n".join([lines[0], body[0], body[0], body[1].replace("h0", "x0", 1)]) + "\n")
     with pytest.raises(UserError, match=r"row 3: id h\d+ rated twice.*row 4: unknown id"):
         human.import_sheets([bad], key)
+
+
+def test_a_sheet_that_is_not_utf8_is_one_line(tmp_path):
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_bytes(b"id,x\n1,\xff\n")
+    with pytest.raises(UserError, match=r"sheet\.csv: line 2 is not UTF-8 \(byte 7\)"):
+        human.read_sheet(sheet, {"items": {}})

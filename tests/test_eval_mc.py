@@ -101,3 +101,19 @@ def test_builtin_tiny_mc_on_tiny_arith(hf_engine):
     r = mc.run(task, hf_engine, None)["metrics"]
     assert set(k for k in r if k.startswith("accuracy/")) == {"accuracy/addition", "accuracy/reverse", "accuracy/length"}
     assert r["accuracy/addition"] >= 0.9 and r["accuracy"] >= 0.85
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("layout, content, message", [
+    ("mmlu", b"q,1,2,3,4,A\nq2,\xff\xfe,2,3,4,B\n", r"a_test\.csv: line 2 is not UTF-8 \(byte 15\)"),
+    ("mmlu", b"q,1,2,3,4,A\nq2,1,2\n", r"a_test\.csv row 2: expected 6 columns"),
+    ("cmmlu", b",Question,A,B,C,D,Answer\n0,q,1,2,3,4,A\n1,q,1,2\n", r"s\.csv row 3: expected the header's 7"),
+    ("cmmlu", b"\xef\xbb\xbf,Question,A,B,C,D,Answer\n0,q,1,2,3,4,A,extra\n", r"s\.csv row 2: expected the header"),
+    ("cmmlu", b",Question,A,B,C,D,Answer\n0,\xe9,1,2,3,4,A\n", r"s\.csv: line 2 is not UTF-8 \(byte 27\)"),
+])
+def test_damaged_mmlu_and_cmmlu_files_are_one_line(tmp_path, layout, content, message):
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / ("a_test.csv" if layout == "mmlu" else "s.csv")).write_bytes(content)
+    with pytest.raises(UserError, match=message) as err:
+        (mc.read_mmlu if layout == "mmlu" else mc.read_cmmlu)(tmp_path, "test")
+    assert "\n" not in str(err.value)

@@ -77,7 +77,11 @@ def read_sheet(path: Path, key: dict) -> tuple[list[dict], list[str]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sheet {path} not found")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
+    from lifecycle.eval.mc import csv_errors
+
+    reader = None
+    where = lambda: f" near line {reader.line_num + 1}" if reader else ""  # noqa: E731
+    with open(path, newline="", encoding="utf-8-sig") as fh, csv_errors(path, where):
         reader = csv.DictReader(fh)
         missing = [c for c in ["id", *RATING_COLUMNS, "preferred"] if c not in (reader.fieldnames or [])]
         if missing:
