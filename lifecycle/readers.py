@@ -154,12 +154,13 @@ def _has_undecodable(values) -> bool:
         return True
 
 
-def read_csv(path: Path, delimiter: str = ",", max_cell: int = MAX_CELL_CHARS
+def read_csv(path: Path, delimiter: str = ",", max_cell: int = MAX_CELL_CHARS, fieldnames: list[str] | None = None
              ) -> Iterator[tuple[int, dict | None, str | None]]:
     """(first line of the row, {header: cell}, None) or (line, None, error) per data row.
 
-    The header is the first row; an empty file yields nothing. Rows with too many or too few cells, a cell
-    over `max_cell` characters or bytes that are not UTF-8 are errors on their own row.
+    The header is the first row, or `fieldnames` for a file without one; an empty file yields nothing. Rows
+    with too many or too few cells, a cell over `max_cell` characters or bytes that are not UTF-8 are errors
+    on their own row.
     """
     # The csv module's own limit cannot drop just one row: after its error it resumes inside the quoted cell
     # and reads the cell's remaining lines as rows. So it is lifted, and the stated limit is checked below.
@@ -169,7 +170,7 @@ def read_csv(path: Path, delimiter: str = ",", max_cell: int = MAX_CELL_CHARS
     try:
         with io.TextIOWrapper(open_bytes(path), encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
             reader = csv.reader(f, delimiter=delimiter)
-            header = None
+            header = list(fieldnames) if fieldnames else None
             while True:
                 line = reader.line_num + 1
                 try:

@@ -82,8 +82,8 @@ def test_round_trip_with_bad_rows(tmp_path):
     with pytest.raises(UserError) as e:
         human.import_sheets([bad], key)
     msg = str(e.value)
-    assert "2 bad row(s)" in msg and "bad.csv row 3: fluency_1 '7'" in msg and "preferred 'maybe'" in msg
-    assert "bad.csv row 5: safety_2 ''" in msg and "\n" not in msg
+    assert "2 bad row(s)" in msg and "bad.csv line 3: fluency_1 '7'" in msg and "preferred 'maybe'" in msg
+    assert "bad.csv line 5: safety_2 ''" in msg and "\n" not in msg
     rows, errors = human.import_sheets([bad], key, skip_bad=True)
     assert len(rows) == 2 and len(errors) == 2
 
@@ -111,15 +111,15 @@ def test_ci_and_win_rate_with_ties(tmp_path):
 def test_duplicate_and_unknown_ids(tmp_path):
     sheet, key = _export(tmp_path)
     lines = sheet.read_text().splitlines()
-    body = [ln.replace(",,,,,,,", ",1,1,1,1,1,1,tie,") for ln in lines[1:]]  # fill every row
+    body = [ln.replace(",,,,,,,", ",1,1,1,1,1,1,tie") for ln in lines[1:]]  # fill every row (notes stay empty)
     bad = tmp_path / "dup.csv"
     bad.write_text("\n".join([lines[0], body[0], body[0], body[1].replace("h0", "x0", 1)]) + "\n")
-    with pytest.raises(UserError, match=r"row 3: id h\d+ rated twice.*row 4: unknown id"):
+    with pytest.raises(UserError, match=r"line 3: id h\d+ rated twice.*line 4: unknown id"):
         human.import_sheets([bad], key)
 
 
-def test_a_sheet_that_is_not_utf8_is_one_line(tmp_path):
+def test_a_sheet_row_that_is_not_utf8_is_a_bad_row(tmp_path):
     sheet = tmp_path / "sheet.csv"
     sheet.write_bytes(b"id,x\n1,\xff\n")
-    with pytest.raises(UserError, match=r"sheet\.csv: line 2 is not UTF-8 \(byte 7\)"):
-        human.read_sheet(sheet, {"items": {}})
+    rows, errors = human.read_sheet(sheet, {"items": {}})  # counted as a bad row, like any other
+    assert rows == [] and errors == ["sheet.csv line 2: row is not valid UTF-8"]

@@ -105,11 +105,13 @@ def test_builtin_tiny_mc_on_tiny_arith(hf_engine):
 
 @pytest.mark.unit
 @pytest.mark.parametrize("layout, content, message", [
-    ("mmlu", b"q,1,2,3,4,A\nq2,\xff\xfe,2,3,4,B\n", r"a_test\.csv: line 2 is not UTF-8 \(byte 15\)"),
-    ("mmlu", b"q,1,2,3,4,A\nq2,1,2\n", r"a_test\.csv row 2: expected 6 columns"),
-    ("cmmlu", b",Question,A,B,C,D,Answer\n0,q,1,2,3,4,A\n1,q,1,2\n", r"s\.csv row 3: expected the header's 7"),
-    ("cmmlu", b"\xef\xbb\xbf,Question,A,B,C,D,Answer\n0,q,1,2,3,4,A,extra\n", r"s\.csv row 2: expected the header"),
-    ("cmmlu", b",Question,A,B,C,D,Answer\n0,\xe9,1,2,3,4,A\n", r"s\.csv: line 2 is not UTF-8 \(byte 27\)"),
+    ("mmlu", b"q,1,2,3,4,A\nq2,\xff\xfe,2,3,4,B\n", r"a_test\.csv:2: row is not valid UTF-8"),
+    ("mmlu", b"q,1,2,3,4,A\nq2,1,2\n", r"a_test\.csv:2: row has fewer cells than the header \(6\)"),
+    ("mmlu", b"q,1,2,3,4,E\n", r"a_test\.csv:1: answer 'E' is not one of the 4 options"),
+    ("cmmlu", b",Question,A,B,C,D,Answer\n0,q,1,2,3,4,A\n1,q,1,2\n", r"s\.csv:3: row has fewer cells"),
+    ("cmmlu", b"\xef\xbb\xbf,Question,A,B,C,D,Answer\n0,q,1,2,3,4,A,extra\n", r"s\.csv:2: row has more cells"),
+    ("cmmlu", b",Question,A,B,C,D,Answer\n0,\xe9,1,2,3,4,A\n", r"s\.csv:2: row is not valid UTF-8"),
+    ("cmmlu", b",Q,A,B,C,D,Answer\n0,q,1,2,3,4,A\n", r"s\.csv: header must hold"),
 ])
 def test_damaged_mmlu_and_cmmlu_files_are_one_line(tmp_path, layout, content, message):
     (tmp_path / "test").mkdir()

@@ -78,12 +78,34 @@ def read_jsonl(path: Path) -> list[dict]:
             bad.append(f"{path}:{lineno}: {error}")
         else:
             records.append(obj)
-    if bad:
-        more = f" (and {len(bad) - 3} more of {len(bad)} bad lines)" if len(bad) > 3 else ""
-        raise UserError("; ".join(bad[:3]) + more)
+    _stop_on_bad(bad)
     if not records:
         raise UserError(f"{path} holds no records")
     return records
+
+
+def read_csv_rows(path: Path, fieldnames: list[str] | None = None) -> list[tuple[int, dict]]:
+    """Every data row of a CSV as (line, {column: cell}); the header is the first row unless `fieldnames`
+    names the columns. Bad rows (not UTF-8, wrong cell count, unparseable) stop the read as in read_jsonl."""
+    from lifecycle.readers import read_csv
+
+    if not Path(path).is_file():
+        raise UserError(f"data file {path} not found")
+    rows, bad = [], []
+    for lineno, row, error in read_csv(Path(path), fieldnames=fieldnames):
+        if error is None:
+            rows.append((lineno, row))
+        else:
+            bad.append(f"{path}:{lineno}: {error}")
+    _stop_on_bad(bad)
+    return rows
+
+
+def _stop_on_bad(bad: list[str]) -> None:
+    """One error naming the first few bad lines (file:line) and counting the rest."""
+    if bad:
+        more = f" (and {len(bad) - 3} more of {len(bad)} bad lines)" if len(bad) > 3 else ""
+        raise UserError("; ".join(bad[:3]) + more)
 
 
 def check_fields(records: list[dict], required: tuple[str, ...], source: str) -> None:

@@ -77,40 +77,41 @@ def read_sheet(path: Path, key: dict) -> tuple[list[dict], list[str]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sheet {path} not found")
-    from lifecycle.eval.mc import csv_errors
+    from lifecycle.readers import read_csv
 
-    reader = None
-    where = lambda: f" near line {reader.line_num + 1}" if reader else ""  # noqa: E731
-    with open(path, newline="", encoding="utf-8-sig") as fh, csv_errors(path, where):
-        reader = csv.DictReader(fh)
-        missing = [c for c in ["id", *RATING_COLUMNS, "preferred"] if c not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path}: missing column(s) {', '.join(missing)}; export a fresh sheet")
-        rows, errors, seen = [], [], set()
-        for rowno, row in enumerate(reader, 2):
-            problems = []
-            item_id = (row.get("id") or "").strip()
-            if item_id not in key["items"]:
-                problems.append(f"unknown id {item_id!r}")
-            elif item_id in seen:
-                problems.append(f"id {item_id} rated twice")
-            ratings = {c: _rating(row.get(c)) for c in RATING_COLUMNS}
-            problems += [f"{c} {row.get(c)!r} is not an integer {SCALE[0]}-{SCALE[1]}"
-                         for c, v in ratings.items() if v is None]
-            pref = (row.get("preferred") or "").strip().lower()
-            if pref not in ("1", "2", "tie"):
-                problems.append(f"preferred {row.get('preferred')!r} is not 1, 2 or tie")
-            if problems:
-                errors.append(f"{path.name} row {rowno}: " + ", ".join(problems))
-                continue
-            seen.add(item_id)
-            cand = key["items"][item_id]["candidate"]
-            side = {"candidate": cand, "baseline": 3 - cand}
-            rows.append({
-                "id": item_id,
-                **{f"{sys}_{c}": ratings[f"{c}_{s}"] for sys, s in side.items() for c in CRITERIA},
-                "preferred": "tie" if pref == "tie" else ("candidate" if int(pref) == cand else "baseline"),
-            })
+    rows, errors, seen, checked = [], [], set(), False
+    for rowno, row, error in read_csv(path):
+        if error is not None:
+            errors.append(f"{path.name} line {rowno}: {error}")
+            continue
+        if not checked:
+            missing = [c for c in ["id", *RATING_COLUMNS, "preferred"] if c not in row]
+            if missing:
+                raise UserError(f"{path}: missing column(s) {', '.join(missing)}; export a fresh sheet")
+            checked = True
+        problems = []
+        item_id = (row.get("id") or "").strip()
+        if item_id not in key["items"]:
+            problems.append(f"unknown id {item_id!r}")
+        elif item_id in seen:
+            problems.append(f"id {item_id} rated twice")
+        ratings = {c: _rating(row.get(c)) for c in RATING_COLUMNS}
+        problems += [f"{c} {row.get(c)!r} is not an integer {SCALE[0]}-{SCALE[1]}"
+                     for c, v in ratings.items() if v is None]
+        pref = (row.get("preferred") or "").strip().lower()
+        if pref not in ("1", "2", "tie"):
+            problems.append(f"preferred {row.get('preferred')!r} is not 1, 2 or tie")
+        if problems:
+            errors.append(f"{path.name} line {rowno}: " + ", ".join(problems))
+            continue
+        seen.add(item_id)
+        cand = key["items"][item_id]["candidate"]
+        side = {"candidate": cand, "baseline": 3 - cand}
+        rows.append({
+            "id": item_id,
+            **{f"{sys}_{c}": ratings[f"{c}_{s}"] for sys, s in side.items() for c in CRITERIA},
+            "preferred": "tie" if pref == "tie" else ("candidate" if int(pref) == cand else "baseline"),
+        })
     return rows, errors
 
 

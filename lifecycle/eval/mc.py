@@ -15,14 +15,12 @@ option, e.g. "\n", so an option that is a prefix of another is not favoured), `l
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
-from contextlib import contextmanager
 from pathlib import Path
 
 from lifecycle.engine import Engine
 from lifecycle.errors import UserError
-from lifecycle.data.load import read_jsonl
+from lifecycle.data.load import read_csv_rows, read_jsonl
 from lifecycle.eval.tasks import Task
 
 LETTERS = "ABCDEFGHIJ"
@@ -40,29 +38,7 @@ def _answer_index(value, n: int, where: str) -> int:
     return idx
 
 
-@contextmanager
-def csv_errors(path: Path, where=lambda: ""):
-    """Turn what the csv module and the UTF-8 decoder raise on a damaged file into one line naming the file
-    (and `where()`, e.g. the row being read); nothing is dropped: the user fixes the file and reruns."""
-    try:
-        yield
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: {_first_bad_utf8(Path(path))}; save the file as UTF-8") from None
-    except csv.Error as e:
-        raise UserError(f"{path}{where()}: not a readable CSV ({e})") from None
-
-
-def _first_bad_utf8(path: Path) -> str:
-    """Where the file stops being UTF-8 (the decoder's own offset counts from a read block, not the file)."""
-    data = path.read_bytes()
-    bom = 3 if data.startswith(b"\xef\xbb\xbf") else 0
-    try:
-        data[bom:].decode("utf-8")
-        return "not UTF-8 text"
-    except UnicodeDecodeError as e:
-        at = bom + e.start
-        line = data.count(b"\n", 0, at) + 1
-        return f"line {line} is not UTF-8 (byte {at})"
+MMLU_COLUMNS = ["question", "A", "B", "C", "D", "answer"]  # MMLU's CSVs have no header row
 
 
 def read_mmlu(root: str | Path, split: str = "test") -> list[dict]:
@@ -74,15 +50,9 @@ def read_mmlu(root: str | Path, split: str = "test") -> list[dict]:
     items = []
     for f in files:
         subject = f.name[: -len(f"_{split}.csv")]
-        rows: list[list[str]] = []  # utf-8-sig: a BOM (Excel) is no part of the first question
-        with open(f, newline="", encoding="utf-8-sig") as fh, csv_errors(f, lambda: f" near row {len(rows) + 1}"):
-            for row in csv.reader(fh):
-                rows.append(row)
-        for i, row in enumerate(rows, 1):
-            if len(row) != 6:
-                raise UserError(f"{f} row {i}: expected 6 columns (question,A,B,C,D,answer), got {len(row)}")
-            items.append({"subject": subject, "question": row[0], "choices": row[1:5],
-                          "answer": _answer_index(row[5], 4, f"{f} row {i}")})
+        for line, row in read_csv_rows(f, fieldnames=MMLU_COLUMNS):
+            items.append({"subject": subject, "question": row["question"], "choices": [row[c] for c in "ABCD"],
+                          "answer": _answer_index(row["answer"], 4, f"{f}:{line}")})
     return items
 
 
@@ -92,22 +62,15 @@ def read_cmmlu(root: str | Path, split: str = "test") -> list[dict]:
     files = sorted(folder.glob("*.csv"))
     if not files:
         raise UserError(f"no CMMLU files {folder}/*.csv (expected CMMLU's dev/ and test/ layout)")
+    need = {"Question", "A", "B", "C", "D", "Answer"}
     items = []
     for f in files:
-        reader = None
-        where = lambda: f" near line {reader.line_num + 1}" if reader else ""  # noqa: E731
-        with open(f, newline="", encoding="utf-8-sig") as fh, csv_errors(f, where):
-            reader = csv.DictReader(fh)
-            need = {"Question", "A", "B", "C", "D", "Answer"}
-            if not need <= set(reader.fieldnames or []):
-                raise UserError(f"{f}: header must hold {', '.join(sorted(need))}, got {reader.fieldnames}")
-            rows = list(reader)
-        for i, row in enumerate(rows, 2):
-            if any(row.get(c) is None for c in need) or None in row:
-                raise UserError(f"{f} row {i}: expected the header's {len(reader.fieldnames)} columns")
-            items.append({"subject": f.stem, "question": row["Question"],
-                          "choices": [row[c] for c in "ABCD"],
-                          "answer": _answer_index(row["Answer"], 4, f"{f} row {i}")})
+        rows = read_csv_rows(f)
+        if rows and not need <= rows[0][1].keys():
+            raise UserError(f"{f}: header must hold {', '.join(sorted(need))}, got {list(rows[0][1])}")
+        for line, row in rows:
+            items.append({"subject": f.stem, "question": row["Question"], "choices": [row[c] for c in "ABCD"],
+                          "answer": _answer_index(row["Answer"], 4, f"{f}:{line}")})
     return items
 
 
