@@ -47,24 +47,15 @@ def gguf_artifact(work: Path) -> Path:
 
 
 def children(pid: int) -> dict[int, str]:
-    """Descendants of pid -> command line (from /proc)."""
-    parent = {}
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                parent[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    found, todo = {}, [pid]
-    while todo:
-        p = todo.pop()
-        for c, pp in parent.items():
-            if pp == p and c not in found:
-                try:
-                    found[c] = (Path("/proc") / str(c) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                except OSError:
-                    continue
-                todo.append(c)
+    """Descendants of pid -> command line (psutil)."""
+    import psutil
+
+    found = {}
+    for child in psutil.Process(pid).children(recursive=True):
+        try:
+            found[child.pid] = " ".join(child.cmdline())
+        except psutil.Error:  # exited meanwhile
+            continue
     return found
 
 
