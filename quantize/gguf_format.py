@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -337,10 +338,15 @@ def extra_buffers_allowed() -> bool:
     forced = os.environ.get("LIFECYCLE_GGUF_EXTRA_BUFFERS")
     if forced in ("0", "1"):
         return forced == "1"
+    return not _amx_advertised()
+
+
+@functools.lru_cache(maxsize=1)
+def _amx_advertised() -> bool:
     try:
-        return " amx_tile" not in Path("/proc/cpuinfo").read_text()
+        return " amx_tile" in Path("/proc/cpuinfo").read_text()
     except OSError:
-        return True
+        return False
 
 
 _PARAMS_LOCK = threading.Lock()
