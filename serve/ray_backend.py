@@ -12,6 +12,7 @@ its engine can batch. Streams reach the router already coalesced (see `EngineHos
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import signal
@@ -171,7 +172,8 @@ class RayBackend:
                 dep = app.deployments.get(handle.deployment_name) if app else None
                 running = dep.replica_states.get("RUNNING", 0) if dep else 0
                 states[name] = "ready" if running else "unavailable"
-        except Exception:
+        except Exception as e:  # Serve's controller unreachable: report the models down, and say why in the log
+            logging.getLogger("serve.ray").warning("health check could not read serve.status(): %s", e)
             states = {name: "unavailable" for name in self.names}
         self._health, self._health_at = states, time.monotonic()
 
