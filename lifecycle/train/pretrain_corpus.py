@@ -107,8 +107,9 @@ def run_corpus(cfg, out: Path) -> Path:
 
     from lifecycle.artifact import write_artifact
     from lifecycle.config import to_dict
-    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, load_causal_lm, progress_callback,
-                                        save_tokenizer, setup_torch)
+    from lifecycle.train.common import (MetricsLog, base_ref, drop_printer, is_writer, load_causal_lm,
+                                        progress_callback, save_tokenizer, setup_torch, trainer_common_args,
+                                        writer_done)
 
     setup_torch(cfg.threads, cfg.seed)
     folder = checkpoint_dir(out)
@@ -138,14 +139,14 @@ def run_corpus(cfg, out: Path) -> Path:
 
     lr = cfg.learning_rate or RECIPE_LR[recipe]
     log = MetricsLog()
-    args = TrainingArguments(
-        output_dir=str(folder), max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size, learning_rate=lr, weight_decay=cfg.weight_decay,
-        adam_beta2=0.95, max_grad_norm=1.0, lr_scheduler_type="cosine_with_min_lr",
-        lr_scheduler_kwargs={"min_lr_rate": 0.1}, warmup_steps=max(1, cfg.max_steps // 20),
-        logging_steps=max(1, min(10, cfg.max_steps // 10)), save_strategy="steps", save_steps=cfg.save_steps,
-        save_total_limit=1, report_to=[], disable_tqdm=True, use_cpu=True, seed=cfg.seed,
-        dataloader_num_workers=0, log_level="error", remove_unused_columns=False)
+    # the stages' shared arguments (CPU alone, DDP under `accelerate launch`, no loggers), with the
+    # continued-pretraining recipe on top: AdamW b2 0.95, cosine to 10% of the peak, step checkpoints
+    args = TrainingArguments(**{
+        **trainer_common_args(str(folder), cfg), "learning_rate": lr, "weight_decay": cfg.weight_decay,
+        "per_device_eval_batch_size": cfg.batch_size, "adam_beta2": 0.95, "max_grad_norm": 1.0,
+        "lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": 0.1},
+        "save_strategy": "steps", "save_steps": cfg.save_steps, "save_total_limit": 1,
+        "remove_unused_columns": False})
     trainer = Trainer(model=model, args=args, train_dataset=train_blocks, data_collator=default_data_collator,
                       callbacks=[progress_callback(log, f"pretrain ({recipe})")])
     drop_printer(trainer)
@@ -169,6 +170,8 @@ def run_corpus(cfg, out: Path) -> Path:
         "peak_rss_mb": _peak_rss_mb(),
         "parameters": sum(p.numel() for p in trainer.model.parameters()),
     }
+    if not is_writer(trainer, metrics):  # under `accelerate launch` the main process writes the artifact
+        return out
     print(f"held-out perplexity: {before:.3f} before, {after:.3f} after ({len(eval_rows)} blocks of {cfg.seq_len})")
 
     is_adapter = cfg.method == "lora"
@@ -181,4 +184,5 @@ def run_corpus(cfg, out: Path) -> Path:
             shutil.copyfile(folder / "tokenizer" / "tokenizer.model", tmp / "tokenizer.model")
         log.write(tmp / "train_log.json", metrics)
     shutil.rmtree(folder, ignore_errors=True)
+    writer_done(trainer)
     return out
